@@ -1,0 +1,62 @@
+"""The `netboot` command: subcommands grouped like LTSP's (`serve`, `image`, `kernel`,
+`initrd`, `nfs`, `ipxe`).
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and
+`run(args) -> int`; modules are imported only when their subcommand runs, so `netboot serve`
+does not pay for the image tools and vice versa.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from netboot import __version__
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("netboot.serve_cmd", "answer PXE clients: proxy/full DHCP, TFTP and HTTP"),
+    "image": ("netboot.image.image_cmd", "build a squashfs image from a chroot, disk or /"),
+    "kernel": ("netboot.image.kernel_cmd", "extract kernel and initrd from an image"),
+    "initrd": ("netboot.image.initrd_cmd", "build the client add-on initrd (or standalone)"),
+    "nfs": ("netboot.image.nfs_cmd", "print or install the NFS exports for the NFS method"),
+    "ipxe": ("netboot.ipxe_cmd", "print the iPXE boot script a client would get"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netboot",
+        description="Network boot server bundle: PXE/iPXE over DHCP, TFTP and HTTP.",
+    )
+    parser.add_argument("--version", action="version", version=f"netboot {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.set_defaults(_module=module_name)
+        # argument definitions are cheap; import only the small *_cmd module
+        module = importlib.import_module(module_name)
+        module.add_arguments(sp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"netboot {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,301 @@
+"""Configuration: one TOML file, every key known and typed, command-line flags win.
+
+The schema below is the single list of keys. A key the schema does not know, or a value of
+the wrong type, is an error that names the key and the file, so a typo never silently falls
+back to a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_FILE = Path("/etc/netboot/netboot.toml")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+class ConfigError(Exception):
+    """A bad config value; str() is the one line shown to the user."""
+
+    def __init__(self, key: str, source: str, problem: str) -> None:
+        super().__init__(f"config error: {key}: {problem} (in {source})")
+        self.key = key
+        self.source = source
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type, default and an optional extra check."""
+
+    type: type | tuple[type, ...]
+    default: Any
+    check: Callable[[Any], str | None] | None = None
+    help: str = ""
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _port(value: Any) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a port number 0-65535"
+
+
+def _ipv4_or_empty(value: Any) -> str | None:
+    if value == "":
+        return None
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return f"{value!r} is not an IPv4 address"
+    return None
+
+
+def _ipv4_list(value: Any) -> str | None:
+    for item in value:
+        if not isinstance(item, str) or _ipv4_or_empty(item) or item == "":
+            return f"{item!r} is not an IPv4 address"
+    return None
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _str_list(value: Any) -> str | None:
+    return None if all(isinstance(v, str) for v in value) else "must be a list of strings"
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "server": {
+        "interface": Key(str, "", help="interface to serve on (default: that of the default route)"),
+        "address": Key(str, "", _ipv4_or_empty, "IPv4 address advertised to clients"),
+        "root": Key(str, "/srv/netboot", help="served root: images, kernels, iPXE binaries"),
+        "tftp_root": Key(str, "", help="TFTP root (default: the served root)"),
+        "http_port": Key(int, 80, _port, "HTTP port; 0 picks a free one"),
+        "http_fallback_port": Key(int, 8080, _port, "HTTP port tried when http_port is taken"),
+        "tftp_port": Key(int, 69, _port, "TFTP port (0 disables TFTP)"),
+        "dhcp": Key(str, "proxy", _one_of("proxy", "full", "off"), "DHCP mode"),
+        "dhcp_port": Key(int, 67, _port, "DHCP server port (tests use others)"),
+        "proxy_port": Key(int, 4011, _port, "PXE proxyDHCP port"),
+        "log_level": Key(str, "info", _one_of("debug", "info", "warning", "error")),
+        "ltsp_compat": Key(bool, False, help="also serve an existing LTSP tree"),
+        "ltsp_root": Key(str, "/srv/ltsp"),
+        "ltsp_tftp_root": Key(str, "/srv/tftp/ltsp"),
+    },
+    "boot": {
+        "default_image": Key(str, "", help="image booted by default (default: first image)"),
+        "menu_timeout": Key(int, 5, _non_negative, "menu timeout in seconds; 0 boots at once"),
+        "method": Key(str, "http", _one_of("http", "nfs"), "how clients get the image"),
+        "kernel_params": Key(str, "", help="extra kernel parameters for every client"),
+        "nfs_server": Key(str, "", _ipv4_or_empty, "NFS server (default: this server)"),
+        "nfs_root": Key(str, "", help="NFS export holding the served root (default: root)"),
+        "to_ram": Key(bool, True, help="copy the image to RAM (NFS method)"),
+    },
+    "ipxe": {
+        "bios": Key(str, "undionly.kpxe", help="BIOS (arch 0) boot file"),
+        "efi_ia32": Key(str, "snponly-ia32.efi", help="IA32 EFI (arch 6) boot file"),
+        "efi_x64": Key(str, "snponly.efi", help="x64 EFI (arch 7, 9) boot file"),
+        "efi_x64_fallback": Key(str, "ipxe.efi", help="used when efi_x64 is missing"),
+        "efi_arm64": Key(str, "snponly-arm64.efi", help="arm64 EFI (arch 11) boot file"),
+        "http_x64": Key(str, "ipxe.efi", help="UEFI HTTP Boot (arch 16) file"),
+        "binaries_dir": Key(str, "/usr/lib/ipxe", help="where the iPXE binaries come from"),
+        "script": Key(str, "boot.ipxe", help="template name in ipxe/ for the boot script"),
+    },
+    "dhcp": {
+        "range_start": Key(str, "", _ipv4_or_empty, "first address of the pool"),
+        "range_end": Key(str, "", _ipv4_or_empty, "last address of the pool"),
+        "netmask": Key(str, "", _ipv4_or_empty),
+        "router": Key(str, "", _ipv4_or_empty),
+        "dns": Key(list, [], _ipv4_list, "DNS servers"),
+        "domain": Key(str, ""),
+        "lease_time": Key(int, 3600, _positive, "lease time in seconds"),
+        "lease_file": Key(str, "/var/lib/netboot/leases.json"),
+        "probe": Key(bool, True, help="ARP-probe an address before offering it"),
+        "force": Key(bool, False, help="start even if another DHCP server answers"),
+        "decline_time": Key(int, 600, _positive, "seconds a declined address stays unused"),
+        "reservations": Key(dict, {}, help="MAC -> {address, hostname}"),
+    },
+    "image": {
+        "base_dir": Key(str, "/srv/ltsp", help="where image sources are looked up by name"),
+        "excludes_add": Key(list, [], _str_list, "extra mksquashfs exclude patterns"),
+        "excludes_remove": Key(list, [], _str_list, "default excludes to drop"),
+        "mksquashfs_params": Key(str, "-comp zstd -Xcompression-level 15 -b 1M"),
+        "ionice": Key(str, "", help="command prefix for mksquashfs (default: nice ionice -c3)"),
+        "keep_versions": Key(int, 3, _positive, "published versions kept per image"),
+    },
+}
+
+CLIENT_KEYS: dict[str, Key] = {
+    "hostname": Key(str, ""),
+    "image": Key(str, ""),
+    "kernel_params": Key(str, ""),
+    "root_password_hash": Key(str, ""),
+}
+
+
+@dataclass
+class Config:
+    """Validated settings: section -> key -> value, plus per-client settings."""
+
+    values: dict[str, dict[str, Any]]
+    clients_default: dict[str, Any] = field(default_factory=dict)
+    clients: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = "defaults"
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.values[section]
+
+    def get(self, dotted: str) -> Any:
+        section, key = dotted.split(".", 1)
+        return self.values[section][key]
+
+    def client_settings(self, mac: str) -> dict[str, Any]:
+        """The `[clients]` defaults overlaid with the section of this MAC."""
+        merged = dict(self.clients_default)
+        merged.update(self.clients.get(mac.lower(), {}))
+        return merged
+
+    @property
+    def root(self) -> Path:
+        return Path(self.values["server"]["root"])
+
+    @property
+    def tftp_root(self) -> Path:
+        return Path(self.values["server"]["tftp_root"] or self.values["server"]["root"])
+
+
+def _check_value(key: str, spec: Key, value: Any, source: str) -> Any:
+    # bool is a subclass of int: refuse true/false where a number is wanted.
+    if spec.type is int and isinstance(value, bool):
+        raise ConfigError(key, source, "must be a whole number")
+    if not isinstance(value, spec.type):
+        expected = spec.type.__name__ if isinstance(spec.type, type) else "value"
+        names = {"str": "a string", "int": "a whole number", "bool": "true or false",
+                 "list": "a list", "dict": "a table"}
+        raise ConfigError(key, source, f"must be {names.get(expected, expected)}")
+    if spec.check is not None:
+        problem = spec.check(value)
+        if problem:
+            raise ConfigError(key, source, problem)
+    return value
+
+
+def _check_clients(table: Mapping[str, Any], source: str) -> tuple[dict, dict]:
+    default: dict[str, Any] = {}
+    per_mac: dict[str, dict[str, Any]] = {}
+    for name, value in table.items():
+        if isinstance(value, dict):
+            mac = name.lower().replace("-", ":")
+            if not MAC_RE.match(mac):
+                raise ConfigError(f"clients.{name}", source, "section name must be a MAC address")
+            section: dict[str, Any] = {}
+            for key, item in value.items():
+                if key not in CLIENT_KEYS:
+                    raise ConfigError(f"clients.{name}.{key}", source, "unknown key")
+                section[key] = _check_value(f"clients.{name}.{key}", CLIENT_KEYS[key], item, source)
+            per_mac[mac] = section
+        elif name in CLIENT_KEYS:
+            default[name] = _check_value(f"clients.{name}", CLIENT_KEYS[name], value, source)
+        else:
+            raise ConfigError(f"clients.{name}", source, "unknown key")
+    return default, per_mac
+
+
+def _check_reservations(value: dict[str, Any], source: str) -> dict[str, dict[str, str]]:
+    result: dict[str, dict[str, str]] = {}
+    for name, entry in value.items():
+        key = f"dhcp.reservations.{name}"
+        mac = name.lower().replace("-", ":")
+        if not MAC_RE.match(mac):
+            raise ConfigError(key, source, "must be named by a MAC address")
+        if not isinstance(entry, dict):
+            raise ConfigError(key, source, "must be a table with address and hostname")
+        for item in entry:
+            if item not in ("address", "hostname"):
+                raise ConfigError(f"{key}.{item}", source, "unknown key")
+        address = entry.get("address", "")
+        if not isinstance(address, str) or _ipv4_or_empty(address):
+            raise ConfigError(f"{key}.address", source, f"{address!r} is not an IPv4 address")
+        hostname = entry.get("hostname", "")
+        if not isinstance(hostname, str):
+            raise ConfigError(f"{key}.hostname", source, "must be a string")
+        result[mac] = {"address": address, "hostname": hostname}
+    return result
+
+
+def defaults() -> Config:
+    values = {s: {k: spec.default for k, spec in keys.items()} for s, keys in SCHEMA.items()}
+    # lists and dicts are copied so that one Config never mutates another's defaults
+    for section in values.values():
+        for k, v in section.items():
+            if isinstance(v, (list, dict)):
+                section[k] = type(v)(v)
+    return Config(values=values)
+
+
+def parse(data: Mapping[str, Any], source: str) -> Config:
+    """Validate a decoded TOML document against the schema."""
+    config = defaults()
+    config.source = source
+    for section, table in data.items():
+        if section == "clients":
+            if not isinstance(table, dict):
+                raise ConfigError("clients", source, "must be a table")
+            config.clients_default, config.clients = _check_clients(table, source)
+            continue
+        if section not in SCHEMA:
+            raise ConfigError(section, source, "unknown section")
+        if not isinstance(table, dict):
+            raise ConfigError(section, source, "must be a table")
+        for key, value in table.items():
+            dotted = f"{section}.{key}"
+            if key not in SCHEMA[section]:
+                raise ConfigError(dotted, source, "unknown key")
+            value = _check_value(dotted, SCHEMA[section][key], value, source)
+            if dotted == "dhcp.reservations":
+                value = _check_reservations(value, source)
+            config.values[section][key] = value
+    return config
+
+
+def load(path: Path | None) -> Config:
+    """Load the config file; with no path, the default file if it exists, else defaults."""
+    if path is None:
+        if not DEFAULT_CONFIG_FILE.exists():
+            return defaults()
+        path = DEFAULT_CONFIG_FILE
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("--config", source, exc.strerror or str(exc)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("(syntax)", source, str(exc)) from None
+    return parse(data, source)
+
+
+def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
+    """Apply command-line values (dotted key -> value); None means 'not given'."""
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        config.values[section][key] = _check_value(
+            dotted, SCHEMA[section][key], value, "command line"
+        )
+    return config

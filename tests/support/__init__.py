@@ -1,0 +1,1 @@
+"""Shared helpers for tests and vm-tests (fixtures that make real test material)."""

@@ -80,7 +80,7 @@ def _str_list(value: Any) -> str | None:
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "server": {
-        "interface": Key(str, "", help="interface to serve on (default: that of the default route)"),
+        "interface": Key(str, "", help="interface to serve on (default: default route)"),
         "address": Key(str, "", _ipv4_or_empty, "IPv4 address advertised to clients"),
         "root": Key(str, "/srv/netboot", help="served root: images, kernels, iPXE binaries"),
         "tftp_root": Key(str, "", help="TFTP root (default: the served root)"),
@@ -183,8 +183,13 @@ def _check_value(key: str, spec: Key, value: Any, source: str) -> Any:
         raise ConfigError(key, source, "must be a whole number")
     if not isinstance(value, spec.type):
         expected = spec.type.__name__ if isinstance(spec.type, type) else "value"
-        names = {"str": "a string", "int": "a whole number", "bool": "true or false",
-                 "list": "a list", "dict": "a table"}
+        names = {
+            "str": "a string",
+            "int": "a whole number",
+            "bool": "true or false",
+            "list": "a list",
+            "dict": "a table",
+        }
         raise ConfigError(key, source, f"must be {names.get(expected, expected)}")
     if spec.check is not None:
         problem = spec.check(value)

@@ -1,0 +1,153 @@
+"""ProxyDHCP (PXE 2.1): boot answers on UDP 67 and 4011, never addresses.
+
+The site's own DHCP server hands out addresses; this one only tells PXE and iPXE clients
+what to boot. Every packet is glanced at byte-level first; only PXE DISCOVER/REQUEST/INFORM
+are decoded. Nothing a packet contains can raise out of `datagram_received`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from netboot.dhcp import packet
+from netboot.dhcp.packet import ACK, DISCOVER, INFORM, OFFER, REQUEST, DhcpRequest
+from netboot.dhcp.prefilter import glance
+from netboot.dhcp.pxe import pxe_options
+from netboot.dhcp.sockets import open_udp_socket, reply_address
+from netboot.policy import BootPolicy, NoAnswer
+from netboot.records import ClientRecords
+
+log = logging.getLogger("netboot.dhcp.proxy")
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, server: ProxyDhcpServer, on_4011: bool) -> None:
+        self.server = server
+        self.on_4011 = on_4011
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            reply = self.server.handle(data, addr, self.on_4011)
+        except Exception:  # a bug must cost one packet, never the server
+            self.server.stats["errors"] += 1
+            log.exception("error handling a DHCP packet from %s", addr[0])
+            return
+        if reply is not None and self.transport is not None:
+            payload, destination = reply
+            self.transport.sendto(payload, destination)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("socket error: %s", exc)
+
+
+class ProxyDhcpServer:
+    """Answers PXE clients on port 67 (broadcast) and 4011 (unicast)."""
+
+    def __init__(
+        self,
+        policy: BootPolicy,
+        records: ClientRecords,
+        *,
+        server_ip: str,
+        interface: str = "",
+        port: int = 67,
+        proxy_port: int = 4011,
+    ) -> None:
+        self.policy = policy
+        self.records = records
+        self.server_ip = server_ip
+        self.interface = interface
+        self.port = port
+        self.proxy_port = proxy_port
+        self.stats: Counter[str] = Counter()
+        self._transports: list[asyncio.BaseTransport] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for port, on_4011 in ((self.port, False), (self.proxy_port, True)):
+            sock = open_udp_socket(port, self.interface)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda on=on_4011: _Endpoint(self, on), sock=sock
+            )
+            self._transports.append(transport)
+        log.info(
+            "proxyDHCP on %s ports %d and %d (interface %s)",
+            self.server_ip,
+            self.port,
+            self.proxy_port,
+            self.interface or "any",
+        )
+
+    async def close(self) -> None:
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+
+    def handle(
+        self, data: bytes, addr: tuple[str, int], on_4011: bool
+    ) -> tuple[bytes, tuple[str, int]] | None:
+        """Decide on one datagram: the reply and where to send it, or None."""
+        self.stats["received"] += 1
+        seen = glance(data)
+        if seen is None:
+            self.stats["malformed" if data[:1] == b"\x01" else "ignored"] += 1
+            return None
+        if not seen.is_pxe or seen.msg_type not in (DISCOVER, REQUEST, INFORM):
+            self.stats["ignored"] += 1
+            return None
+        try:
+            request = packet.parse(data)
+        except packet.MalformedPacket as exc:
+            self.stats["malformed"] += 1
+            log.debug("dropped malformed packet from %s: %s", addr[0], exc)
+            return None
+        return self._answer(request, addr, on_4011)
+
+    def _answer(
+        self, request: DhcpRequest, addr: tuple[str, int], on_4011: bool
+    ) -> tuple[bytes, tuple[str, int]] | None:
+        mac = request.mac
+        if request.msg_type in (REQUEST, INFORM):
+            self.records.learn(mac, request.requested_ip or request.ciaddr)
+            if not on_4011 and request.server_id not in (None, self.server_ip):
+                # a REQUEST to the site's DHCP server: not ours to answer
+                self.stats["ignored"] += 1
+                return None
+        if on_4011 and request.msg_type == DISCOVER:
+            self.stats["ignored"] += 1
+            return None
+        answer = self.policy.pxe_answer(request)
+        if isinstance(answer, NoAnswer):
+            self.stats["no_answer"] += 1
+            self.records.event(mac, "dhcp-no-answer", arch=request.arch, reason=answer.reason)
+            return None
+        reply_type = OFFER if request.msg_type == DISCOVER else ACK
+        siaddr = "0.0.0.0" if answer.via_http else self.server_ip
+        payload = packet.build_reply(
+            request,
+            reply_type,
+            server_ip=self.server_ip,
+            siaddr=siaddr,
+            boot_file=answer.boot_file,
+            options=pxe_options(request, answer),
+        )
+        kind = "dhcp-offer" if reply_type == OFFER and not on_4011 else "proxy-ack"
+        self.stats["offers" if reply_type == OFFER else "acks"] += 1
+        self.records.event(
+            mac,
+            kind,
+            ip=request.ciaddr if request.ciaddr != "0.0.0.0" else None,
+            arch=answer.arch,
+            firmware=answer.firmware,
+            ipxe=answer.ipxe,
+            boot_file=answer.boot_file,
+            port=self.proxy_port if on_4011 else self.port,
+        )
+        destination = addr if on_4011 else reply_address(request)
+        return payload, destination

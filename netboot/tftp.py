@@ -376,6 +376,10 @@ class Transfer:
         if self._last is not None and acked == self._last:
             self._finish()
             return
+        if self._next > self._base:
+            # RFC 7440: an ACK inside the window means the client lost the block after it.
+            self.server.stats["retransmits"] += self._next - self._base
+            self._next = self._base
         self._pump()
 
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 DEBS=(ipxe squashfs-tools busybox-static qemu-system-x86 ovmf dnsmasq-base iproute2
-      tftp-hpa curl udhcpc isc-dhcp-client fdisk e2fsprogs cpio zstd kmod util-linux
+      tftp-hpa atftp curl udhcpc isc-dhcp-client fdisk e2fsprogs cpio zstd kmod util-linux
       debootstrap arping python3-venv)
 VENV=${NETBOOT_VENV:-$PWD/.venv}
 

@@ -341,8 +341,9 @@ class Transfer:
             return
         if addr[:2] != self.client[:2]:
             self.server.stats["wrong_tid"] += 1
-            log.info("tftp: packet from unknown TID %s:%s during %s", *addr[:2], self.name)
-            self.transport.sendto(error_packet(ERR_UNKNOWN_TID), addr)
+            log.debug("tftp: packet from unknown TID %s:%s during %s", *addr[:2], self.name)
+            if data[:2] != b"\x00\x05":  # never answer an ERROR with an ERROR
+                self.transport.sendto(error_packet(ERR_UNKNOWN_TID), addr)
             return
         if len(data) < 4:
             self.server.stats["malformed"] += 1
@@ -470,8 +471,12 @@ class TftpServer:
             self._refuse(client, name, ERR_ACCESS, str(exc))
             return
         loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, open_regular, path)
         try:
-            fd, size = await loop.run_in_executor(None, open_regular, path)
+            fd, size = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)  # server closing: don't leak the fd
+            raise
         except (FileNotFoundError, NotADirectoryError, NotAFile):
             self._refuse(client, name, ERR_NOT_FOUND, "not found", logging.INFO)
             return
@@ -515,6 +520,11 @@ class TftpServer:
     def _record(self, kind: str, client: Address, **detail: object) -> None:
         if self.records is not None:
             self.records.event(None, kind, ip=client[0], **detail)
+
+
+def _close_opened(future: asyncio.Future[tuple[int, int]]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        os.close(future.result()[0])
 
 
 def _filename(data: bytes) -> str:

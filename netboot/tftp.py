@@ -192,6 +192,11 @@ class Transfer:
         self._chunk = max(READ_CHUNK, options.blksize * options.windowsize)
         self.done = False
 
+    @property
+    def awaiting_first_ack(self) -> bool:
+        """True until the client acknowledged the OACK or DATA 1 (a repeated RRQ is a dup)."""
+        return self._base == (0 if self._oack else 1)
+
     # -- starting and finishing ------------------------------------------------------------
 
     def start(self) -> None:
@@ -451,12 +456,12 @@ class TftpServer:
         if request.mode not in ("octet", "netascii"):
             self._refuse(client, request.filename, ERR_ILLEGAL, f"mode {request.mode!r}")
             return
-        for transfer in self._transfers:
-            if transfer.client == client and transfer.request == data and transfer._base <= 1:
-                # The client repeated its request before our first packet arrived.
-                self.stats["duplicate_requests"] += 1
-                return
-        for transfer in [t for t in self._transfers if t.client == client]:
+        same_port = [t for t in self._transfers if t.client == client]
+        if any(t.request == data and t.awaiting_first_ack for t in same_port):
+            # The client repeated its request before our first packet reached it.
+            self.stats["duplicate_requests"] += 1
+            return
+        for transfer in same_port:
             transfer.close()  # the client started over from the same port
         task = asyncio.get_running_loop().create_task(self._begin(request, data, client))
         self._starting.add(task)

@@ -483,6 +483,39 @@ async def test_duplicate_ack_is_not_answered(server: TftpServer, root: Path):
     assert server.stats["retransmits"] == 0
 
 
+async def test_repeated_request_is_not_a_second_transfer(server: TftpServer, root: Path):
+    async with RawClient() as client:
+        client.send(rrq("two-blocks.bin", blksize=512), server.port)
+        oack, tid = await client.recv()
+        assert oack_options(oack) == {"blksize": "512"}
+        client.send(rrq("two-blocks.bin", blksize=512), server.port)  # impatient ROM
+        assert await client.silent(0.3)
+        client.send(ack(0), tid)
+        first, _ = await client.recv()
+        data = await fetch_raw(client, server.port, first, tid)
+    assert data == (root / "two-blocks.bin").read_bytes()
+    assert server.stats["duplicate_requests"] == 1
+    assert server.stats["transfers"] == 1
+    await until(lambda: server.stats["completed"] == 1)
+
+
+async def test_new_request_from_same_port_replaces_the_old_one(server: TftpServer, root: Path):
+    """A ROM that restarts from the same port must get the new file, not the old one."""
+    async with RawClient() as client:
+        client.send(rrq("random.bin"), server.port)
+        _, old_tid = await client.recv()
+        client.send(ack(1), old_tid)
+        await client.recv()  # DATA 2 of the old transfer
+        client.send(rrq("two-blocks.bin"), server.port)
+        first, tid = await client.recv()
+        assert tid != old_tid
+        data = await fetch_raw(client, server.port, first, tid)
+        assert await client.silent(0.2)  # the old transfer is gone, no retransmissions
+    assert data == (root / "two-blocks.bin").read_bytes()
+    assert server.stats["transfers"] == 2
+    await until(lambda: server.stats["completed"] == 1)
+
+
 async def test_wrong_tid_gets_error_5_and_transfer_continues(server: TftpServer, root: Path):
     async with RawClient() as client, RawClient() as stranger:
         client.send(rrq("two-blocks.bin"), server.port)

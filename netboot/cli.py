@@ -26,7 +26,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (first word that is one), if any."""
+    return next((word for word in argv if word in SUBCOMMANDS), None)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netboot",
         description="Network boot server bundle: PXE/iPXE over DHCP, TFTP and HTTP.",
@@ -37,14 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.set_defaults(_module=module_name)
-        # argument definitions are cheap; import only the small *_cmd module
-        module = importlib.import_module(module_name)
-        module.add_arguments(sp)
+        if name == _chosen(argv):  # only the chosen subcommand's module is imported
+            importlib.import_module(module_name).add_arguments(sp)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -92,9 +92,7 @@ class ClientRecords:
         mac = normalize_mac(mac)
         with self._lock:
             self._ip_to_mac[ip] = mac
-            record = self._clients.get(mac)
-            if record is not None:
-                record.ip = ip
+            self._record(mac, time.time()).ip = ip
 
     def mac_for_ip(self, ip: str) -> str | None:
         with self._lock:
@@ -121,13 +119,7 @@ class ClientRecords:
             return None
         mac = normalize_mac(mac)
         with self._lock:
-            record = self._clients.get(mac)
-            if record is None:
-                if len(self._clients) >= MAX_CLIENTS:
-                    oldest = min(self._clients.values(), key=lambda r: r.last_seen)
-                    del self._clients[oldest.mac]
-                record = ClientRecord(mac=mac, first_seen=now, last_seen=now)
-                self._clients[mac] = record
+            record = self._record(mac, now)
             record.last_seen = now
             if ip and ip != "0.0.0.0":
                 record.ip = ip
@@ -137,6 +129,17 @@ class ClientRecords:
                 if detail.get(fact) not in (None, ""):
                     record.facts[fact] = detail[fact]
             return record
+
+    def _record(self, mac: str, now: float) -> ClientRecord:
+        """The record of mac, created if new (caller holds the lock)."""
+        record = self._clients.get(mac)
+        if record is None:
+            if len(self._clients) >= MAX_CLIENTS:
+                oldest = min(self._clients.values(), key=lambda r: r.last_seen)
+                del self._clients[oldest.mac]
+            record = ClientRecord(mac=mac, first_seen=now, last_seen=now)
+            self._clients[mac] = record
+        return record
 
     def get(self, mac: str) -> ClientRecord | None:
         with self._lock:

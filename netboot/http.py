@@ -1,0 +1,253 @@
+"""HTTP: the iPXE boot script, client settings, client records and the served files.
+
+Runs on its own thread with its own event loop (`HttpServerThread`), so a burst of large
+image downloads never delays a DHCP or TFTP answer on the main loop. Scripts are rendered
+in memory; files go out through aiohttp's FileResponse (sendfile, Range, ETag, HEAD).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import shlex
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from netboot import bootmenu, ipxe_script, layout
+from netboot.config import Config
+from netboot.paths import UnsafePath, confine
+from netboot.records import ClientRecords, normalize_mac
+
+log = logging.getLogger("netboot.http")
+
+SCRIPT_TYPE = "text/plain; charset=utf-8"
+# a requested file's name -> the boot step it is, for the client record
+FILE_KINDS = {
+    layout.KERNEL: "kernel",
+    layout.INITRD: "initrd",
+    layout.STANDALONE_INITRD: "initrd",
+    layout.ADDON_INITRD: "addon",
+    "ltsp.img": "addon",
+    layout.SQUASHFS: "image",
+}
+
+
+def file_kind(path: Path) -> str:
+    if path.name in FILE_KINDS:
+        return FILE_KINDS[path.name]
+    if path.parent.name == layout.IPXE_DIR:
+        return "ipxe-binary"
+    if path.suffix == ".img" and path.parent.name == "images":
+        return "image"
+    return "file"
+
+
+def shell_fragment(settings: dict[str, Any]) -> str:
+    """Client settings as `NETBOOT_KEY='value'` lines a busybox shell can source safely."""
+    lines = ["# netboot client settings"]
+    for key in sorted(settings):
+        value = settings[key]
+        if value in ("", None):
+            continue
+        lines.append(f"NETBOOT_{key.upper()}={shlex.quote(str(value))}")
+    return "\n".join(lines) + "\n"
+
+
+class NetbootApp:
+    """The aiohttp handlers; `base_url` is what clients are told to fetch from."""
+
+    def __init__(
+        self,
+        config: Config,
+        records: ClientRecords,
+        *,
+        server_ip: str,
+        base_url: Callable[[], str],
+        stats: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.config = config
+        self.records = records
+        self.server_ip = server_ip
+        self.base_url = base_url
+        self.stats = stats or dict
+
+    def build(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/boot.ipxe", self.boot_script)
+        app.router.add_get("/clients/{mac}", self.client_settings)
+        app.router.add_get("/api/clients", self.api_clients)
+        app.router.add_get("/api/clients/{mac}", self.api_client)
+        app.router.add_get("/api/stats", self.api_stats)
+        app.router.add_route("GET", "/{path:.*}", self.static)
+        app.router.add_route("HEAD", "/{path:.*}", self.static)
+        return app
+
+    # --- scripts -----------------------------------------------------------------------------
+
+    async def boot_script(self, request: web.Request) -> web.Response:
+        base = self.base_url()
+        query = request.query
+        ip = request.remote or ""
+        if not query.get("mac"):
+            return web.Response(
+                text=ipxe_script.chain_script(f"{base}/boot.ipxe"), content_type="text/plain"
+            )
+        try:
+            mac = normalize_mac(query["mac"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="bad mac parameter\n") from None
+        self.records.learn(mac, ip)
+        # listing the served root is file I/O: keep it off this loop's thread
+        entries = await asyncio.to_thread(self._entries, base)
+        client = ipxe_script.ClientQuery(mac, query.get("platform", ""), query.get("buildarch", ""))
+        script = ipxe_script.client_script(
+            self.config, entries, client, base=base, server=self.server_ip
+        )
+        self.records.event(
+            mac,
+            "script",
+            ip=ip,
+            platform=client.platform,
+            buildarch=client.buildarch,
+            images=len(entries),
+        )
+        return web.Response(text=script, content_type="text/plain")
+
+    def _entries(self, base: str) -> list[bootmenu.BootEntry]:
+        entries = bootmenu.netboot_entries(self.config, base)
+        if self.config["server"]["ltsp_compat"]:
+            entries += bootmenu.ltsp_entries(self.config, self.server_ip)
+        return entries
+
+    async def client_settings(self, request: web.Request) -> web.Response:
+        try:
+            mac = normalize_mac(request.match_info["mac"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="bad MAC address\n") from None
+        settings = self.config.client_settings(mac)
+        self.records.event(mac, "settings", ip=request.remote)
+        return web.Response(text=shell_fragment(settings), content_type="text/plain")
+
+    # --- records -------------------------------------------------------------------------------
+
+    async def api_clients(self, request: web.Request) -> web.Response:
+        return web.json_response(self.records.snapshot())
+
+    async def api_client(self, request: web.Request) -> web.Response:
+        try:
+            record = self.records.get(request.match_info["mac"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="bad MAC address\n") from None
+        if record is None:
+            raise web.HTTPNotFound(text="no record of that client\n")
+        return web.json_response(record.as_dict())
+
+    async def api_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def _resolve(self, url_path: str) -> Path:
+        """Map a URL path to a file: /ltsp/ is the LTSP TFTP tree in compat mode, /ipxe/ the
+        TFTP root's binaries, everything else the served root."""
+        server = self.config["server"]
+        if server["ltsp_compat"] and url_path.startswith("ltsp/"):
+            return confine(Path(server["ltsp_tftp_root"]), url_path.removeprefix("ltsp/"))
+        if url_path.startswith(layout.IPXE_DIR + "/") and self.config.tftp_root != self.config.root:
+            return confine(self.config.tftp_root, url_path)
+        return confine(self.config.root, url_path)
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        # match_info is already percent-decoded; confine() refuses '..', NUL and escapes
+        raw = request.match_info["path"]
+        try:
+            path = self._resolve(raw)
+        except UnsafePath as exc:
+            log.warning("refused %s from %s: %s", request.path, request.remote, exc)
+            self.records.event(None, "http-refused", ip=request.remote, path=raw, reason=str(exc))
+            raise web.HTTPForbidden(text="forbidden\n") from None
+        is_file = await asyncio.to_thread(path.is_file)
+        if not is_file:
+            raise web.HTTPNotFound(text="not found\n")
+        if request.method == "GET":
+            self.records.event(
+                None,
+                file_kind(path),
+                ip=request.remote,
+                file=raw,
+                range=request.headers.get("Range"),
+            )
+        return web.FileResponse(path, chunk_size=256 * 1024)
+
+
+class HttpServerThread:
+    """An aiohttp server on its own thread and event loop."""
+
+    def __init__(self, app_factory: Callable[[], web.Application]) -> None:
+        self.app_factory = app_factory
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, host: str, ports: list[int]) -> int:
+        """Bind the first free port of `ports`; return it. Raises OSError if none is free."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start(host, ports))
+            except BaseException as exc:  # reported to the starting thread
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._stop())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="netboot-http", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        return self.port
+
+    async def _start(self, host: str, ports: list[int]) -> None:
+        self._runner = web.AppRunner(self.app_factory(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        last: OSError | None = None
+        for port in ports:
+            site = web.TCPSite(self._runner, host, port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as exc:
+                last = exc
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    log.warning("HTTP port %d unavailable (%s)", port, exc.strerror)
+                    continue
+                raise
+            sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+            self.port = sockets[0].getsockname()[1] if sockets else port
+            return
+        await self._runner.cleanup()
+        raise last or OSError("no HTTP port to try")
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)

@@ -1,0 +1,39 @@
+"""`netboot ipxe`: print the boot script a client would get, for checking a setup by eye."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from netboot import bootmenu, ipxe_script
+from netboot.config import ConfigError, apply_overrides, load
+from netboot.records import normalize_mac
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--root", help="served root")
+    parser.add_argument("--address", default="", help="server address (default: from config)")
+    parser.add_argument("--http-port", type=int, default=80)
+    parser.add_argument("--mac", default="00:00:00:00:00:00", help="client MAC")
+    parser.add_argument("--platform", default="pcbios", choices=["pcbios", "efi"])
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.config)
+        apply_overrides(config, {"server.root": args.root})
+        mac = normalize_mac(args.mac)
+    except (ConfigError, ValueError) as exc:
+        print(f"netboot ipxe: {exc}", file=sys.stderr)
+        return 2
+    address = args.address or config["server"]["address"] or "SERVER"
+    port = "" if args.http_port == 80 else f":{args.http_port}"
+    base = f"http://{address}{port}"
+    entries = bootmenu.netboot_entries(config, base)
+    if config["server"]["ltsp_compat"]:
+        entries += bootmenu.ltsp_entries(config, address)
+    client = ipxe_script.ClientQuery(mac, args.platform, "x86_64")
+    print(ipxe_script.client_script(config, entries, client, base=base, server=address), end="")
+    return 0

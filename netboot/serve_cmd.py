@@ -1,0 +1,80 @@
+"""`netboot serve`: options, config merging, and the one-line errors of start-up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from netboot.config import ConfigError, apply_overrides, load
+
+# flag -> config key; every flag has a key and flags win over the file
+FLAG_KEYS = {
+    "interface": "server.interface",
+    "address": "server.address",
+    "root": "server.root",
+    "http_port": "server.http_port",
+    "tftp_port": "server.tftp_port",
+    "dhcp": "server.dhcp",
+    "dhcp_port": "server.dhcp_port",
+    "proxy_port": "server.proxy_port",
+    "ltsp": "server.ltsp_compat",
+    "force": "dhcp.force",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="TOML config (default /etc/netboot/netboot.toml if it exists)"
+    )
+    parser.add_argument("--interface", "-i", help="interface to serve on (default: default route)")
+    parser.add_argument("--address", help="IPv4 address advertised to clients")
+    parser.add_argument("--root", help="served root (default /srv/netboot)")
+    parser.add_argument("--http-port", type=int, help="HTTP port (default 80, fallback 8080)")
+    parser.add_argument("--tftp-port", type=int, help="TFTP port (default 69; 0 disables)")
+    parser.add_argument(
+        "--dhcp", choices=["proxy", "full", "off"], help="DHCP mode (default proxy)"
+    )
+    parser.add_argument("--dhcp-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--proxy-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ltsp",
+        action="store_true",
+        default=None,
+        help="also serve an existing LTSP tree (/srv/ltsp, /srv/tftp/ltsp)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        default=None,
+        help="full DHCP: start even if another DHCP server answers",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from netboot.netinfo import InterfaceError, pick_interface
+    from netboot.server import NetbootServer, StartupError, run_until_signalled
+
+    try:
+        config = load(args.config)
+        apply_overrides(config, {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()})
+    except ConfigError as exc:
+        print(f"netboot serve: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(
+        logging.DEBUG if args.verbose else config["server"]["log_level"].upper()
+    )
+    server_conf = config["server"]
+    try:
+        interface = pick_interface(server_conf["interface"], server_conf["address"])
+    except InterfaceError as exc:
+        print(f"netboot serve: {exc}", file=sys.stderr)
+        return 2
+    server = NetbootServer(config, interface, server_conf["address"] or interface.address)
+    try:
+        return asyncio.run(run_until_signalled(server))
+    except (StartupError, ConfigError) as exc:
+        print(f"netboot serve: {exc}", file=sys.stderr)
+        return 2

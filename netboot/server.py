@@ -1,0 +1,231 @@
+"""`netboot serve`: start the transports, wait for a signal, stop them cleanly.
+
+Order matters: HTTP binds first because the port it gets (80, or the fallback) goes into
+every URL the DHCP answers and scripts hand out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import signal
+from collections import Counter
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, Protocol
+
+from netboot import layout
+from netboot.config import Config
+from netboot.dhcp.proxy import ProxyDhcpServer
+from netboot.http import HttpServerThread, NetbootApp
+from netboot.netinfo import InterfaceInfo
+from netboot.policy import BootPolicy
+from netboot.records import ClientRecords
+
+log = logging.getLogger("netboot.server")
+
+IPXE_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe.pxe", "undionly.kkpxe")
+
+
+class StartupError(Exception):
+    """A reason the server cannot start; str() is the one line shown to the user."""
+
+
+class Service(Protocol):
+    stats: Counter[str]
+
+    async def close(self) -> None: ...
+
+
+def prepare_root(config: Config) -> list[str]:
+    """Create the served root and place the iPXE binaries in it; returns what was copied.
+
+    A binary is copied again only when its size or mtime differ, so a restart is cheap and an
+    admin's own build placed under another name is never touched.
+    """
+    root = config.root
+    (root / layout.IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    target_dir = config.tftp_root / layout.IPXE_DIR
+    target_dir.mkdir(parents=True, exist_ok=True)
+    source_dir = Path(config["ipxe"]["binaries_dir"])
+    copied = []
+    if not source_dir.is_dir():
+        log.warning(
+            "no iPXE binaries in %s (install the 'ipxe' package): only clients that "
+            "already run iPXE can boot",
+            source_dir,
+        )
+        return copied
+    for name in IPXE_BINARIES:
+        source = source_dir / name
+        target = target_dir / name
+        if not source.is_file():
+            continue
+        src = source.stat()
+        if target.exists():
+            dst = target.stat()
+            if dst.st_size == src.st_size and int(dst.st_mtime) == int(src.st_mtime):
+                continue
+        tmp = target.with_name(f".{name}.tmp")
+        shutil.copy2(source, tmp)
+        tmp.replace(target)
+        copied.append(name)
+    return copied
+
+
+class NetbootServer:
+    """All transports of one `netboot serve` process."""
+
+    def __init__(self, config: Config, interface: InterfaceInfo, server_ip: str) -> None:
+        self.config = config
+        self.interface = interface
+        self.server_ip = server_ip
+        self.records = ClientRecords()
+        self.http: HttpServerThread | None = None
+        self.policy: BootPolicy | None = None
+        self.services: dict[str, Service] = {}
+
+    def stats(self) -> dict[str, Any]:
+        return {name: dict(service.stats) for name, service in self.services.items()}
+
+    def _start_http(self) -> int:
+        server = self.config["server"]
+        app = NetbootApp(
+            self.config,
+            self.records,
+            server_ip=self.server_ip,
+            base_url=lambda: self.policy.http_base if self.policy else "",
+            stats=self.stats,
+        )
+        ports = [server["http_port"]]
+        if server["http_port"] != 0 and server["http_fallback_port"] not in ports:
+            ports.append(server["http_fallback_port"])
+        self.http = HttpServerThread(app.build)
+        try:
+            port = self.http.start("0.0.0.0", ports)
+        except OSError as exc:
+            tried = ", ".join(str(p) for p in ports)
+            raise StartupError(
+                f"cannot listen on HTTP port {tried}: {exc.strerror or exc}"
+            ) from None
+        if port != server["http_port"] and server["http_port"] != 0:
+            log.warning(
+                "HTTP port %d is taken: serving HTTP on port %d instead", server["http_port"], port
+            )
+        return port
+
+    async def start(self) -> None:
+        server = self.config["server"]
+        copied = await asyncio.to_thread(prepare_root, self.config)
+        if copied:
+            log.info(
+                "placed iPXE binaries in %s: %s",
+                self.config.tftp_root / layout.IPXE_DIR,
+                ", ".join(copied),
+            )
+        http_port = self._start_http()
+        self.policy = BootPolicy(self.config, self.server_ip, http_port)
+        try:
+            if server["tftp_port"]:
+                await self._start_tftp(server["tftp_port"])
+            if server["dhcp"] == "proxy":
+                proxy = ProxyDhcpServer(
+                    self.policy,
+                    self.records,
+                    server_ip=self.server_ip,
+                    interface=self.interface.name,
+                    port=server["dhcp_port"],
+                    proxy_port=server["proxy_port"],
+                )
+                await self._start_service("dhcp", proxy, proxy.start())
+            elif server["dhcp"] == "full":
+                await self._start_full_dhcp()
+        except BaseException:
+            await self.close()
+            raise
+        log.info(
+            "netboot serving %s on %s: HTTP %s, TFTP %s, DHCP %s, root %s",
+            self.server_ip,
+            self.interface.name,
+            self.policy.http_base,
+            server["tftp_port"] or "off",
+            server["dhcp"],
+            self.config.root,
+        )
+
+    async def _start_service(self, name: str, service: Service, starting: Awaitable[None]) -> None:
+        """Await the service's start; socket errors become one clear line."""
+        try:
+            await starting
+        except PermissionError as exc:
+            raise StartupError(
+                f"cannot open the {name} sockets: {exc.strerror} "
+                "(run as root or with CAP_NET_BIND_SERVICE)"
+            ) from None
+        except OSError as exc:
+            raise StartupError(f"cannot open the {name} sockets: {exc.strerror or exc}") from None
+        self.services[name] = service
+
+    async def _start_tftp(self, port: int) -> None:
+        from netboot.tftp import TftpServer
+
+        tftp = TftpServer(self.config.tftp_root, self.records)
+        await self._start_service("tftp", tftp, tftp.start("0.0.0.0", port))
+
+    async def _start_full_dhcp(self) -> None:
+        try:
+            from netboot.dhcp.detect import find_other_dhcp_servers
+            from netboot.dhcp.full import FullDhcpServer
+        except ImportError:
+            raise StartupError("--dhcp full is not available in this build yet") from None
+        assert self.policy is not None
+        server = self.config["server"]
+        full = FullDhcpServer(
+            self.config,
+            self.policy,
+            self.records,
+            server_ip=self.server_ip,
+            interface=self.interface.name,
+            network=self.interface.network,
+            port=server["dhcp_port"],
+            proxy_port=server["proxy_port"],
+        )
+        full.check_config()
+        if not self.config["dhcp"]["force"]:
+            others = await find_other_dhcp_servers(self.interface.name, timeout=3.0)
+            others = [o for o in others if o != self.server_ip]
+            if others:
+                raise StartupError(
+                    f"another DHCP server answers on {self.interface.name} ({', '.join(others)}):"
+                    " refusing full DHCP mode; use proxy mode, or --force if you are sure"
+                )
+        await self._start_service("dhcp", full, full.start())
+
+    async def close(self) -> None:
+        for service in reversed(list(self.services.values())):
+            try:
+                await service.close()
+            except Exception:
+                log.exception("error while closing a service")
+        self.services.clear()
+        if self.http is not None:
+            await asyncio.to_thread(self.http.stop)
+            self.http = None
+
+
+async def run_until_signalled(server: NetbootServer) -> int:
+    """Serve until SIGINT or SIGTERM; then close every socket and return 0."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await server.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0

@@ -46,7 +46,7 @@ class ClientQuery:
 
 def _clean(value: str) -> str:
     """Keep client-supplied text from breaking out of an iPXE comment or menu line."""
-    return re.sub(r"[^A-Za-z0-9_.:/ -]", "", value)[:64]
+    return re.sub(r"[^A-Za-z0-9_.:/ ()-]", "", value)[:64]
 
 
 def chain_script(script_url: str) -> str:

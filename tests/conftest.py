@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ class Lan:
     client_ns: NetNamespace
     serve: ServeProcess
     root: Path
+
+    def curl(self, path: str, *args: str) -> subprocess.CompletedProcess:
+        """curl the server from the client namespace, as a booting machine would."""
+        return self.serve.curl(path, *args, ns=self.client_ns)
 
     def client_socket(self, port: int = 68, timeout: float = 3.0) -> socket.socket:
         """A UDP socket in the client namespace, bound like a DHCP client's."""

@@ -76,8 +76,13 @@ class ServeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def curl(self, path: str, *args: str) -> subprocess.CompletedProcess:
-        return self.ns.run("curl", "-sS", "--max-time", "10", *args, self.base + path, check=False)
+    def curl(
+        self, path: str, *args: str, ns: NetNamespace | None = None
+    ) -> subprocess.CompletedProcess:
+        """curl a path of this server, from `ns` (default: the server's own namespace)."""
+        return (ns or self.ns).run(
+            "curl", "-sS", "--max-time", "10", *args, self.base + path, check=False
+        )
 
     def api(self, path: str) -> object:
         result = self.curl(path, "-f")

@@ -242,10 +242,13 @@ class Transfer:
         )
         self.close()
 
-    def _fail(self, stat_key: str, reason: str, level: int = logging.WARNING) -> None:
+    def _fail(self, stat_key: str, reason: str, quiet: bool = False) -> None:
+        """End the transfer; quiet for the tsize probe PXE ROMs abort on purpose."""
         self.server.stats[stat_key] += 1
-        log.log(level, "tftp %s to %s:%s failed: %s", self.name, *self.client, reason)
-        self.server._record("tftp-failed", self.client, file=self.name, reason=reason)
+        level = logging.INFO if quiet else logging.WARNING
+        log.log(level, "tftp %s to %s:%s ended: %s", self.name, *self.client, reason)
+        if not quiet:
+            self.server._record("tftp-failed", self.client, file=self.name, reason=reason)
         self.close()
 
     # -- data ------------------------------------------------------------------------------
@@ -359,11 +362,7 @@ class Transfer:
         elif opcode == OP_ERROR:
             message = data[4:].split(b"\x00", 1)[0].decode("ascii", "replace")
             quiet = number == ERR_OPTIONS and self._base == 0
-            self._fail(
-                "aborted",
-                f"client sent ERROR {number} {message!r}",
-                logging.INFO if quiet else logging.WARNING,
-            )
+            self._fail("aborted", f"client sent ERROR {number} {message!r}", quiet)
         else:
             self.server.stats["malformed"] += 1
 

@@ -318,7 +318,7 @@ async def test_blksize_clamped_and_windowsize_capped(root: Path):
         await server.close()
 
 
-async def test_error_8_after_oack_aborts_quietly(server: TftpServer):
+async def test_error_8_after_oack_aborts_quietly(server: TftpServer, records: ClientRecords):
     """PXE ROMs ask for tsize, then abort with ERROR 8 and request again."""
     async with RawClient() as client:
         client.send(rrq("random.bin", tsize=0), server.port)
@@ -329,6 +329,8 @@ async def test_error_8_after_oack_aborts_quietly(server: TftpServer):
     assert server.stats["aborted"] == 1
     assert server.stats["completed"] == 0
     assert not server._transfers
+    record = records.get(MAC)
+    assert record is not None and record.kinds() == []  # a tsize probe is not a failure
 
 
 async def test_windowed_transfer_recovers_from_a_lost_block(server: TftpServer, root: Path):

@@ -1,0 +1,255 @@
+"""The standalone initramfs for images without initramfs-tools, and the pieces it shares
+with the add-on initrd: the client scripts, busybox-static and kernel modules.
+
+Neither initrd can rely on the image's initramfs having the drivers netboot needs
+(initramfs-tools' MODULES=most leaves out squashfs and overlay), so both carry the image
+kernel's own modules: the wanted names resolved through `modules.dep`, dependencies first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from netboot.image import cpio
+
+# ipxe/initrd/ of the source tree: the shell scripts both initrds are made of.
+CLIENT_DIR = Path(os.environ.get("NETBOOT_CLIENT_DIR", Path(__file__).parents[2] / "ipxe/initrd"))
+BUSYBOX = Path(os.environ.get("NETBOOT_BUSYBOX", "/bin/busybox"))
+
+# What the client needs from the kernel: NICs QEMU and most PCs present, the socket
+# udhcpc uses, and the filesystems of the root. Names missing from a kernel are skipped.
+WANTED_MODULES = (
+    "virtio_pci", "virtio_net", "e1000", "e1000e", "af_packet", "loop", "squashfs", "overlay",
+)  # fmt: skip
+REQUIRED_MODULES = ("loop", "squashfs", "overlay")
+
+
+class InitrdError(Exception):
+    """A build problem; str() is the one line shown to the user."""
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: str  # relative to lib/modules/VER, as in modules.dep
+    deps: tuple[str, ...]  # paths
+
+
+def client_file(name: str) -> Path:
+    path = CLIENT_DIR / name
+    if not path.is_file():
+        raise InitrdError(f"client script {path} is missing (NETBOOT_CLIENT_DIR?)")
+    return path
+
+
+def is_static_elf(data: bytes) -> bool:
+    """An ELF executable without a PT_INTERP program header needs no dynamic loader."""
+    if data[:4] != b"\x7fELF" or data[4] != 2:  # 64-bit only, like the kernels we boot
+        return False
+    order = "little" if data[5] == 1 else "big"
+    phoff = int.from_bytes(data[0x20:0x28], order)
+    phentsize = int.from_bytes(data[0x36:0x38], order)
+    phnum = int.from_bytes(data[0x38:0x3A], order)
+    for index in range(phnum):
+        offset = phoff + index * phentsize
+        if int.from_bytes(data[offset : offset + 4], order) == 3:  # PT_INTERP
+            return False
+    return True
+
+
+def static_busybox() -> bytes:
+    """Debian's busybox-static binary; the dynamic `busybox` package has the same path."""
+    try:
+        data = BUSYBOX.read_bytes()
+    except OSError as exc:
+        raise InitrdError(f"{BUSYBOX}: {exc.strerror} (apt-get install busybox-static)") from None
+    if not is_static_elf(data):
+        raise InitrdError(f"{BUSYBOX} is not statically linked (apt-get install busybox-static)")
+    return data
+
+
+def add_client_files(archive: cpio.Archive) -> None:
+    """/netboot/{bin/busybox, lib.sh, udhcpc.script}: what both initrds run on."""
+    archive.file("netboot/bin/busybox", static_busybox(), 0o755)
+    archive.copy("netboot/lib.sh", client_file("lib.sh"), 0o644)
+    archive.copy("netboot/udhcpc.script", client_file("udhcpc.script"), 0o755)
+
+
+def module_name(path: str) -> str:
+    """kernel/drivers/net/virtio_net.ko.xz -> virtio_net (modprobe treats - and _ alike)."""
+    base = path.rsplit("/", 1)[-1]
+    return base.split(".ko", 1)[0].replace("-", "_")
+
+
+def modules_dir(tree: Path, version: str) -> Path:
+    """lib/modules/VER of an image tree (usr/lib on merged-/usr trees without the symlink)."""
+    for candidate in (tree / "lib/modules" / version, tree / "usr/lib/modules" / version):
+        if (candidate / "modules.dep").is_file():
+            return candidate
+    raise InitrdError(f"no lib/modules/{version}/modules.dep in {tree}")
+
+
+def read_modules_dep(directory: Path) -> dict[str, Module]:
+    modules: dict[str, Module] = {}
+    for line in (directory / "modules.dep").read_text().splitlines():
+        path, sep, rest = line.partition(":")
+        if sep:
+            modules[module_name(path)] = Module(module_name(path), path, tuple(rest.split()))
+    return modules
+
+
+def read_builtin(directory: Path) -> set[str]:
+    try:
+        return {module_name(line) for line in (directory / "modules.builtin").read_text().split()}
+    except OSError:
+        return set()
+
+
+def resolve_modules(directory: Path, names: tuple[str, ...] = WANTED_MODULES) -> list[str]:
+    """Paths of the wanted modules and their dependencies, each after its dependencies.
+
+    Built-in or absent names are skipped; a required one that is neither modular nor
+    built-in is an error, because the client could not mount its root without it.
+    """
+    modules = read_modules_dep(directory)
+    builtin = read_builtin(directory)
+    by_path = {module.path: module for module in modules.values()}
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(path: str) -> None:
+        if path in order or path in visiting:
+            return
+        visiting.add(path)
+        module = by_path.get(path)
+        for dep in module.deps if module else ():
+            visit(dep)
+        order.append(path)
+
+    for name in names:
+        name = name.replace("-", "_")
+        if name in modules:
+            visit(modules[name].path)
+        elif name in REQUIRED_MODULES and name not in builtin:
+            raise InitrdError(f"kernel {directory.name} has no {name} module (nor built in)")
+    return order
+
+
+def module_bytes(path: Path) -> bytes:
+    """Module contents, decompressed: busybox insmod loads plain .ko files only."""
+    data = path.read_bytes()
+    if path.name.endswith(".xz"):
+        return lzma.decompress(data)
+    if path.name.endswith(".gz"):
+        return gzip.decompress(data)
+    if path.name.endswith(".zst"):
+        return subprocess.run(["zstd", "-dcq"], input=data, capture_output=True, check=True).stdout
+    return data
+
+
+def add_modules(archive: cpio.Archive, tree: Path, version: str) -> list[str]:
+    """Pack resolved modules as /netboot/modules/VER/<path> plus their load `order`."""
+    directory = modules_dir(tree, version)
+    order = resolve_modules(directory)
+    plain = []
+    for path in order:
+        name = path.removesuffix(".xz").removesuffix(".gz").removesuffix(".zst")
+        archive.file(f"netboot/modules/{version}/{name}", module_bytes(directory / path))
+        plain.append(name)
+    archive.file(f"netboot/modules/{version}/order", "".join(f"{p}\n" for p in plain).encode())
+    return plain
+
+
+def extract_kernel_files(squashfs: Path, version: str, dest: Path) -> Path:
+    """Unpack what the initrds need of kernel VER (modules.dep, the wanted modules, the
+    kernel config) from an image's squashfs into dest; returns dest as an image tree."""
+
+    def unsquash(paths: list[str]) -> None:
+        cmd = ["unsquashfs", "-q", "-n", "-f", "-follow", "-d", str(dest), str(squashfs), *paths]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
+            raise InitrdError(f"unsquashfs {squashfs}: {detail}")
+
+    meta = [f"modules.{n}" for n in ("dep", "builtin", "order")]
+    try:
+        unsquash([f"lib/modules/{version}/{m}" for m in meta] + [f"boot/config-{version}"])
+        directory = modules_dir(dest, version)
+    except InitrdError:
+        unsquash([f"usr/lib/modules/{version}/{m}" for m in meta])
+        directory = modules_dir(dest, version)
+    prefix = directory.relative_to(dest).as_posix()
+    unsquash([f"{prefix}/{path}" for path in resolve_modules(directory)])
+    return dest
+
+
+def kernel_has_zstd(tree: Path, version: str) -> bool:
+    """Whether the kernel unpacks zstd initramfs (CONFIG_RD_ZSTD=y); gzip otherwise."""
+    try:
+        config = (tree / "boot" / f"config-{version}").read_text()
+    except OSError:
+        return False
+    return "\nCONFIG_RD_ZSTD=y\n" in f"\n{config}\n"
+
+
+def compress(data: bytes, zstd: bool) -> bytes:
+    if zstd and shutil.which("zstd"):
+        cmd = ["zstd", "-19", "-q", "-c"]
+        return subprocess.run(cmd, input=data, capture_output=True, check=True).stdout
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
+def write_atomically(output: Path, data: bytes, replace: bool = True) -> None:
+    """temp file + fsync + rename in the same directory, so readers see old or new."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        if replace:
+            os.replace(tmp, output)
+        else:
+            os.link(tmp, output)  # fails if output appeared meanwhile: never overwrite
+            os.unlink(tmp)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(output.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def standalone_archive(image_tree: Path, kernel_version: str) -> cpio.Archive:
+    archive = cpio.Archive()
+    for directory in ("proc", "sys", "dev", "run", "tmp", "newroot", "bin", "sbin", "etc"):
+        archive.directory(directory)
+    archive.char_device("dev/console", 5, 1)
+    archive.char_device("dev/null", 1, 3, 0o666)
+    add_client_files(archive)
+    archive.copy("init", client_file("init"), 0o755)
+    archive.symlink("bin/sh", "/netboot/bin/busybox")
+    add_modules(archive, image_tree, kernel_version)
+    return archive
+
+
+def build_standalone(image_tree: Path, kernel_version: str, output: Path) -> None:
+    """Write standalone.img for kernel_version; image_tree holds lib/modules/VER/.
+
+    Compressed with zstd when the image's kernel config says it can unpack it, else gzip.
+    Blocking (runs zstd): call it from a worker thread in async code.
+    """
+    archive = standalone_archive(image_tree, kernel_version)
+    data = compress(archive.to_bytes(), kernel_has_zstd(image_tree, kernel_version))
+    write_atomically(output, data, replace=False)

@@ -28,6 +28,14 @@ log = logging.getLogger("netboot.server")
 IPXE_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe.pxe", "undionly.kkpxe")
 
 
+def interface_mtu(name: str) -> int:
+    """The interface's MTU from sysfs (1500 when unknown)."""
+    try:
+        return int(Path(f"/sys/class/net/{name}/mtu").read_text())
+    except (OSError, ValueError):
+        return 1500
+
+
 class StartupError(Exception):
     """A reason the server cannot start; str() is the one line shown to the user."""
 
@@ -170,8 +178,14 @@ class NetbootServer:
     async def _start_tftp(self, port: int) -> None:
         from netboot.tftp import TftpServer
 
-        tftp = TftpServer(self.config.tftp_root, self.records)
-        await self._start_service("tftp", tftp, tftp.start("0.0.0.0", port))
+        # Blocks that fit one Ethernet frame: many ROMs cannot reassemble IP fragments.
+        mtu = interface_mtu(self.interface.name)
+        tftp = TftpServer(self.config.tftp_root, self.records, max_blksize=mtu - 32)
+        # Bound to the advertised address so replies come from the address the client asked
+        # (a multi-homed host would otherwise pick a source by route); 0.0.0.0 when that
+        # address is not local (NAT, a VIP elsewhere).
+        host = self.server_ip if self.server_ip == self.interface.address else "0.0.0.0"
+        await self._start_service("tftp", tftp, tftp.start(host, port))
 
     async def _start_full_dhcp(self) -> None:
         try:

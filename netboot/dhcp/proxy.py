@@ -58,6 +58,7 @@ class ProxyDhcpServer:
         interface: str = "",
         port: int = 67,
         proxy_port: int = 4011,
+        listen_67: bool = True,
     ) -> None:
         self.policy = policy
         self.records = records
@@ -65,22 +66,31 @@ class ProxyDhcpServer:
         self.interface = interface
         self.port = port
         self.proxy_port = proxy_port
+        self.listen_67 = listen_67  # False: port 4011 only (full DHCP answers 67 itself)
         self.stats: Counter[str] = Counter()
         self._transports: list[asyncio.BaseTransport] = []
 
+    def _ports(self) -> list[tuple[int, bool]]:
+        """(port, is it 4011) pairs this server listens on."""
+        ports = [(self.port, False)] if self.listen_67 else []
+        return [*ports, (self.proxy_port, True)]
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for port, on_4011 in ((self.port, False), (self.proxy_port, True)):
-            sock = open_udp_socket(port, self.interface)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda on=on_4011: _Endpoint(self, on), sock=sock
-            )
-            self._transports.append(transport)
+        try:
+            for port, on_4011 in self._ports():
+                sock = open_udp_socket(port, self.interface)
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda on=on_4011: _Endpoint(self, on), sock=sock
+                )
+                self._transports.append(transport)
+        except BaseException:
+            await self.close()
+            raise
         log.info(
-            "proxyDHCP on %s ports %d and %d (interface %s)",
+            "proxyDHCP on %s port %s (interface %s)",
             self.server_ip,
-            self.port,
-            self.proxy_port,
+            " and ".join(str(port) for port, _ in self._ports()),
             self.interface or "any",
         )
 

@@ -1,0 +1,189 @@
+"""`netboot serve` as a user runs it: bad config lines, flags over the file, port fallback,
+clean stop on SIGTERM, and the defaults it picks by itself."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.netns import NetNamespace, veth
+from support.serve import ServeProcess
+
+from netboot import config as cfg
+
+NETBOOT = [sys.executable, "-m", "netboot"]
+
+
+def run_netboot(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([*NETBOOT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[server]\nhttp_prot = 8080\n", "server.http_prot: unknown key"),
+        ("[server]\nhttp_port = 'eighty'\n", "server.http_port: must be a whole number"),
+        ("[server]\nhttp_port = 70000\n", "server.http_port: must be a port number"),
+        ("[server]\ndhcp = 'maybe'\n", "server.dhcp: must be one of proxy, full, off"),
+        ("[serve]\nroot = '/x'\n", "serve: unknown section"),
+        ("[dhcp]\nrouter = '10.0.0.300'\n", "dhcp.router: '10.0.0.300' is not an IPv4 address"),
+        ("[clients.pc01]\nhostname = 'a'\n", "clients.pc01: section name must be a MAC"),
+        ("[clients]\nroot_pw = 'x'\n", "clients.root_pw: unknown key"),
+        ("[server\n", "(syntax)"),
+    ],
+)
+def test_bad_config_is_one_line_naming_key_and_file(tmp_path: Path, toml: str, key: str) -> None:
+    path = tmp_path / "netboot.toml"
+    path.write_text(toml)
+    result = run_netboot("serve", "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert key in lines[0]
+    assert str(path) in lines[0]
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    result = run_netboot("serve", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "nope.toml" in result.stderr and "No such file" in result.stderr
+
+
+def test_flags_win_over_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "netboot.toml"
+    path.write_text(
+        "[server]\nhttp_port = 8081\nroot = '/from/file'\n[clients]\nhostname = 'x'\n"
+        "[clients.'52:54:00:00:00:01']\nimage = 'lab'\n"
+    )
+    config = cfg.load(path)
+    cfg.apply_overrides(config, {"server.http_port": 9090, "server.root": None})
+    assert config["server"]["http_port"] == 9090
+    assert config["server"]["root"] == "/from/file"
+    assert config.client_settings("52:54:00:00:00:01") == {"hostname": "x", "image": "lab"}
+    with pytest.raises(cfg.ConfigError, match=r"server\.http_port.*command line"):
+        cfg.apply_overrides(config, {"server.http_port": 99999})
+
+
+def test_every_config_key_has_a_default_of_its_type() -> None:
+    for section, keys in cfg.SCHEMA.items():
+        for name, key in keys.items():
+            assert isinstance(key.default, key.type), f"{section}.{name}"
+
+
+@pytest.fixture
+def ns_link(tmp_path: Path):
+    server = NetNamespace("nbcli1")
+    peer = NetNamespace("nbcli2")
+    try:
+        veth(server, "eth0", "10.232.0.1/24", peer, "eth0", "10.232.0.2/24")
+        yield server, peer
+    finally:
+        peer.close()
+        server.close()
+
+
+def test_defaults_pick_the_default_route_interface_and_create_the_root(
+    ns_link, tmp_path: Path
+) -> None:
+    server, _ = ns_link
+    server.run("ip", "route", "add", "default", "via", "10.232.0.2")
+    root = tmp_path / "srv"
+    proc = ServeProcess(server, root, interface="", address="", log_path=tmp_path / "log")
+    proc.args = [*NETBOOT, "serve", "--root", str(root)]  # nothing else: the embedded defaults
+    proc.start()
+    try:
+        assert "netboot serving 10.232.0.1 on eth0" in proc.log()
+        assert "HTTP http://10.232.0.1," in proc.log()
+        assert (root / "ipxe" / "undionly.kpxe").read_bytes() == Path(
+            "/usr/lib/ipxe/undionly.kpxe"
+        ).read_bytes()
+        assert (root / "images").is_dir()
+        script = server.run("curl", "-sf", "http://10.232.0.1/boot.ipxe?mac=52-54-00-00-00-01")
+        assert "item local Boot from local disk" in script.stdout
+    finally:
+        assert proc.stop() == 0
+
+
+def test_sigterm_stops_cleanly_and_frees_the_ports(ns_link, tmp_path: Path) -> None:
+    server, _ = ns_link
+    proc = ServeProcess(
+        server, tmp_path / "root", interface="eth0", address="10.232.0.1", log_path=tmp_path / "log"
+    ).start()
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(timeout=15) == 0
+    assert "stopping" in proc.log()
+    # every port it held can be bound again at once
+    with server.entered():
+        for kind, port in (
+            (socket.SOCK_STREAM, 80),
+            (socket.SOCK_DGRAM, 67),
+            (socket.SOCK_DGRAM, 4011),
+            (socket.SOCK_DGRAM, 69),
+        ):
+            s = socket.socket(socket.AF_INET, kind)
+            s.bind(("0.0.0.0", port))
+            s.close()
+
+
+def test_ctrl_c_exits_zero(ns_link, tmp_path: Path) -> None:
+    server, _ = ns_link
+    proc = ServeProcess(
+        server, tmp_path / "root", interface="eth0", address="10.232.0.1", log_path=tmp_path / "log"
+    ).start()
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGINT)
+    assert proc.proc.wait(timeout=15) == 0
+
+
+def test_http_port_taken_falls_back_with_a_clear_message(ns_link, tmp_path: Path) -> None:
+    server, _ = ns_link
+    with server.entered():
+        squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.bind(("0.0.0.0", 80))
+    squatter.listen()
+    try:
+        proc = ServeProcess(
+            server,
+            tmp_path / "root",
+            interface="eth0",
+            address="10.232.0.1",
+            log_path=tmp_path / "log",
+        ).start()
+        try:
+            assert "HTTP port 80 is taken: serving HTTP on port 8080 instead" in proc.log()
+            # and the URLs handed to clients carry the port actually used
+            chain = server.run("curl", "-sf", "http://10.232.0.1:8080/boot.ipxe").stdout
+            assert "chain http://10.232.0.1:8080/boot.ipxe?" in chain
+        finally:
+            assert proc.stop() == 0
+    finally:
+        squatter.close()
+
+
+def test_unknown_interface_is_one_line(tmp_path: Path) -> None:
+    result = run_netboot("serve", "--interface", "nosuch0", "--root", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "netboot serve: no such interface: nosuch0"
+
+
+def test_dhcp_port_in_use_is_one_line(ns_link, tmp_path: Path) -> None:
+    server, _ = ns_link
+    with server.entered():
+        squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.bind(("0.0.0.0", 4011))
+    try:
+        result = server.run(
+            *NETBOOT, "serve", "--interface", "eth0", "--root", str(tmp_path / "r"), check=False
+        )
+        assert result.returncode == 2
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(
+            "netboot serve: cannot open the dhcp sockets: Address already in use"
+        )
+    finally:
+        squatter.close()

@@ -1,0 +1,167 @@
+"""`netboot kernel`: extract the kernel and initramfs of an image, like `ltsp kernel`.
+
+A published version is never modified, so choosing another kernel publishes a new
+version: the same root.squashfs (hard-linked, no copy) with the kernel picked now, and
+`-r` of `netboot image` goes back. `--output DIR` only extracts, for a look or a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import shutil
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from netboot import config as config_mod
+from netboot import layout
+from netboot.image import publish
+from netboot.image.errors import ImageError
+from netboot.image.kernel import KernelInfo, extract_kernel, extract_kernel_from_squashfs
+from netboot.image.mounts import Mounts, assemble, enter_private_namespace
+from netboot.image.signals import DeferredInterrupts, Interrupted, interrupts_raise
+from netboot.image.sources import is_path, parse_source
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-k",
+        "--kernel-initrd",
+        dest="kernel_initrd",
+        metavar="GLOB-REGEX",
+        help="kernel glob and sed for its initrd, tried first: 'vmlinuz-6* s|vmlinuz|initrd.img|'",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="config file")
+    parser.add_argument("--root", type=Path, metavar="DIR", help="served root (server.root)")
+    parser.add_argument(
+        "--base-dir", type=Path, metavar="DIR", help="where sources are looked up (image.base_dir)"
+    )
+    parser.add_argument(
+        "--output", type=Path, metavar="DIR", help="only extract vmlinuz and initrd.img into DIR"
+    )
+    parser.add_argument(
+        "image",
+        metavar="IMAGE|SOURCE",
+        help="a published image name, or a source (chroot, disk, path) to take the kernel from",
+    )
+
+
+def _from_source(spec: str, base_dir: Path, dest: Path, kernel_regex: str | None) -> KernelInfo:
+    """Mount a source read-only in a private namespace and extract from its tree."""
+    if os.geteuid() != 0:
+        raise ImageError("must run as root to mount a source (a published image needs not)")
+    source = parse_source(spec, base_dir)
+    enter_private_namespace()
+    mounts = Mounts()
+    workdir = Path(tempfile.mkdtemp(prefix="netboot-kernel-"))
+    try:
+        tree = assemble(source, workdir / "mnt", overlay=False, mounts=mounts)
+        return extract_kernel(tree, dest, kernel_regex)
+    finally:
+        with DeferredInterrupts(reraise=False):
+            mounts.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _extract(args: argparse.Namespace, root: Path, base_dir: Path, dest: Path) -> KernelInfo:
+    current = None if is_path(args.image) else layout.resolve_link(root, args.image, "current")
+    if current is not None and current.squashfs is not None:
+        return extract_kernel_from_squashfs(current.squashfs, dest, args.kernel_initrd)
+    return _from_source(args.image, base_dir, dest, args.kernel_initrd)
+
+
+def _image_name(args: argparse.Namespace, base_dir: Path) -> str:
+    if not is_path(args.image) and "," not in args.image:
+        return args.image
+    return parse_source(args.image, base_dir).name
+
+
+def _same_kernel(info: KernelInfo, current: layout.ImageVersion) -> bool:
+    def same(new: Path | None, old: Path | None) -> bool:
+        if new is None or old is None:
+            return new is None and old is None
+        return filecmp.cmp(new, old, shallow=False)
+
+    return same(info.kernel, current.kernel) and same(info.initrd, current.initrd)
+
+
+def _republish(args: argparse.Namespace, root: Path, base_dir: Path) -> str:
+    """Publish current's squashfs with the kernel found now as a new version."""
+    name = _image_name(args, base_dir)
+    image_dir = layout.image_dir(root, name)
+    current = layout.resolve_link(root, name, layout.CURRENT)
+    if current is None or current.squashfs is None:
+        raise ImageError(f"{name} has no published version; run netboot image first")
+    with publish.image_lock(image_dir):
+        publish.clean_stale(image_dir)
+        version = publish.new_version(image_dir / layout.VERSIONS)
+        staging = publish.create_staging(image_dir, version)
+        try:
+            info = _extract(args, root, base_dir, staging)
+            if _same_kernel(info, current):
+                shutil.rmtree(staging)
+                return f"netboot kernel: {name}: {current.version} already has that kernel"
+            os.link(current.squashfs, staging / layout.SQUASHFS)
+            manifest = dict(current.manifest)
+            manifest.update(
+                version=version,
+                kernel_version=info.version,
+                kernel=info.kernel_source,
+                initrd=info.initrd_source,
+                created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                kernel_from=args.image,
+            )
+            publish.write_manifest(staging, manifest)
+            publish.publish(image_dir, staging, version, backup=True)
+        except BaseException:
+            with DeferredInterrupts(reraise=False):
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+    initrd = "initrd.img" if info.initrd else "no initrd"
+    return (
+        f"netboot kernel: {name} {version} published: kernel {info.version or '?'} "
+        f"({info.kernel_source}), {initrd}"
+    )
+
+
+def _extract_only(args: argparse.Namespace, root: Path, base_dir: Path) -> str:
+    output: Path = args.output
+    output.mkdir(parents=True, exist_ok=True)
+    info = _extract(args, root, base_dir, output)
+    initrd = f", {info.initrd}" if info.initrd else ", no initrd"
+    return f"netboot kernel: {info.kernel} (kernel {info.version or '?'}){initrd}"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_mod.load(args.config)
+        config_mod.apply_overrides(
+            config,
+            {
+                "server.root": str(args.root) if args.root else None,
+                "image.base_dir": str(args.base_dir) if args.base_dir else None,
+            },
+        )
+    except config_mod.ConfigError as exc:
+        print(f"netboot kernel: {exc}", file=sys.stderr)
+        return 2
+    base_dir = Path(config["image"]["base_dir"])
+    try:
+        with interrupts_raise():
+            if args.output is not None:
+                print(_extract_only(args, config.root, base_dir))
+            else:
+                print(_republish(args, config.root, base_dir))
+    except Interrupted as exc:
+        print(f"netboot kernel: {exc}; nothing published", file=sys.stderr)
+        return exc.exit_code
+    except ImageError as exc:
+        print(f"netboot kernel: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"netboot kernel: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 1
+    return 0

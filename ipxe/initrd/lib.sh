@@ -310,6 +310,11 @@ nb_mount_overlay() {
 	nb_say "root is the image with a tmpfs overlay"
 }
 
+# The kernel's hostname, for an init that does not read /etc/hostname itself.
+nb_set_hostname() {
+	$NB_BB hostname "$1"
+}
+
 # Client settings: a shell fragment of NETBOOT_*='...' assignments from netboot.settings.
 # A missing or broken fragment is a warning, not a failure: the image still boots.
 nb_apply_settings() {
@@ -336,7 +341,7 @@ nb_apply_settings() {
 			$NB_BB sed -i '/^127\.0\.1\.1[[:space:]]/d' "$nb_root/etc/hosts"
 		fi
 		printf '127.0.1.1\t%s\n' "$NETBOOT_HOSTNAME" >>"$nb_root/etc/hosts"
-		$NB_BB hostname "$NETBOOT_HOSTNAME"
+		nb_set_hostname "$NETBOOT_HOSTNAME"
 		nb_say "hostname $NETBOOT_HOSTNAME"
 	fi
 	if [ -n "$NETBOOT_ROOT_PASSWORD_HASH" ] && [ -f "$nb_root/etc/shadow" ]; then

@@ -1,0 +1,108 @@
+"""Is another DHCP server already handing out addresses on this LAN?
+
+Two address-giving servers on one segment fight over clients, so full mode looks first:
+it broadcasts a DISCOVER from port 68 for a made-up, locally administered MAC with a random
+xid, and collects OFFERs for that xid. The servers' identifiers (option 54, else the
+sender's address) are the answer. The made-up client never requests, so the other servers
+only hold a short-lived offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from scapy.layers.dhcp import BOOTP, DHCP
+
+from netboot.dhcp.full import FullDhcpError
+from netboot.dhcp.packet import OFFER, OPT_MSG_TYPE, OPT_SERVER_ID, parse_reply
+from netboot.dhcp.sockets import CLIENT_PORT, LIMITED_BROADCAST, SERVER_PORT, open_udp_socket
+
+log = logging.getLogger("netboot.dhcp.detect")
+
+RESEND_EVERY = 1.0  # seconds: a second DISCOVER in case the first was lost
+
+
+class DetectError(FullDhcpError):
+    """The check could not run (str() is the one line to show)."""
+
+
+def made_up_discover(mac: bytes, xid: int) -> bytes:
+    """A plain DISCOVER with the broadcast flag, so answers come to 255.255.255.255:68."""
+    packet = BOOTP(op=1, htype=1, hlen=6, xid=xid, flags=0x8000, chaddr=mac + bytes(10)) / DHCP(
+        options=[
+            ("message-type", "discover"),
+            ("client_id", b"\x01" + mac),
+            ("param_req_list", [1, 3, 6, 51, 54]),
+            "end",
+        ]
+    )
+    data = bytes(packet)
+    return data + bytes(max(0, 300 - len(data)))
+
+
+def offer_server(data: bytes, xid: int, mac: bytes, sender: str) -> str | None:
+    """The server id of an OFFER for our xid and MAC, or None for anything else."""
+    try:
+        bootp, options = parse_reply(data)
+    except Exception:  # scapy raises many types on junk; junk is simply not an offer
+        return None
+    if bootp.op != 2 or bootp.xid != xid or bytes(bootp.chaddr)[:6] != mac:
+        return None
+    if options.get(OPT_MSG_TYPE) != OFFER:
+        return None
+    server_id = options.get(OPT_SERVER_ID)
+    return server_id if isinstance(server_id, str) else sender
+
+
+async def find_other_dhcp_servers(
+    interface: str,
+    timeout: float = 3.0,  # noqa: ASYNC109 (the collection window, not a cancellation)
+    *,
+    port: int = CLIENT_PORT,
+    server_port: int = SERVER_PORT,
+) -> list[str]:
+    """Broadcast a DISCOVER on `interface` and return the ids of the servers that offered,
+    in the order they answered. Raises DetectError if the check cannot run."""
+    mac = bytes([0x02]) + os.urandom(5)  # locally administered, unicast
+    xid = int.from_bytes(os.urandom(4), "big")
+    try:
+        sock = open_udp_socket(port, interface)
+    except OSError as exc:
+        raise DetectError(
+            f"cannot look for other DHCP servers on {interface or 'any interface'}: "
+            f"UDP port {port}: {exc.strerror}"
+        ) from None
+    loop = asyncio.get_running_loop()
+    discover = made_up_discover(mac, xid)
+    found: list[str] = []
+    deadline = time.monotonic() + timeout
+    next_send = 0.0
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if now >= next_send:
+                try:
+                    await loop.sock_sendto(sock, discover, (LIMITED_BROADCAST, server_port))
+                except OSError as exc:
+                    raise DetectError(
+                        f"cannot send a DHCP DISCOVER on {interface or 'any interface'}: "
+                        f"{exc.strerror}"
+                    ) from None
+                next_send = now + RESEND_EVERY
+            wait = min(deadline, next_send) - now
+            try:
+                data, addr = await asyncio.wait_for(loop.sock_recvfrom(sock, 4096), wait)
+            except TimeoutError:
+                continue
+            server = offer_server(data, xid, mac, addr[0])
+            if server is not None and server not in found:
+                log.info("DHCP server %s answered on %s", server, interface or "any interface")
+                found.append(server)
+    finally:
+        sock.close()
+    return found

@@ -17,6 +17,7 @@ from netboot import layout
 from netboot.image import publish
 from netboot.image.build import BuildOutcome, BuildSettings, build_image
 from netboot.image.errors import ImageError
+from netboot.image.kernel import parse_rule
 from netboot.image.mounts import enter_private_namespace
 from netboot.image.signals import Interrupted, interrupts_raise
 from netboot.image.sources import image_name, is_path, list_sources, parse_source
@@ -108,6 +109,8 @@ def merge_params(configured: list[str], extra: list[str]) -> list[str]:
 
 def _settings(args: argparse.Namespace, config: config_mod.Config) -> BuildSettings:
     image = config["image"]
+    if args.kernel_initrd:
+        parse_rule(args.kernel_initrd)  # a bad -k fails now, not after mksquashfs
     params = split_params(image["mksquashfs_params"], "image.mksquashfs_params")
     if args.mksquashfs_params:
         params = merge_params(params, split_params(args.mksquashfs_params, "-m"))

@@ -1,0 +1,555 @@
+"""`netboot image` end to end: real mksquashfs, overlays, loop mounts, run as a process.
+
+Each test builds a small chroot (busybox, accounts, host keys, logs, two kernels) and runs
+the CLI on it, then looks inside the squashfs with unsquashfs. Kill tests interrupt a
+real mksquashfs run and check that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+USERS = {"alice": 1000, "bob": 1001}
+
+
+def make_chroot(root: Path, kernels: bool = True) -> Path:
+    """A tiny Debian-like tree with everything cleanup must remove."""
+    for sub in (
+        "bin",
+        "etc/ssh",
+        "var/log/apt",
+        "boot",
+        "proc",
+        "dev",
+        "sys",
+        "tmp",
+        "root",
+        "home/alice",
+        "lib/modules/6.1.0-10-amd64",
+        "lib/modules/6.1.0-1-amd64",
+    ):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy("/bin/busybox", root / "bin/busybox")
+    for applet in ("sh", "ls", "cat"):
+        (root / "bin" / applet).symlink_to("busybox")
+    accounts = "".join(f"{n}:x:{u}:{u}::/home/{n}:/bin/sh\n" for n, u in USERS.items())
+    (root / "etc/passwd").write_text(
+        f"root:x:0:0:root:/root:/bin/sh\n{accounts}nobody:x:65534:65534::/:/bin/false\n"
+    )
+    (root / "etc/passwd-").write_text("root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/:\n")
+    (root / "etc/shadow").write_text(
+        "root:*:19000::::::\nalice:$6$a:19000::::::\nbob:$6$b:1::::::\n"
+    )
+    os.chmod(root / "etc/shadow", 0o640)
+    (root / "etc/group").write_text("root:x:0:\nsudo:x:27:alice,bob\nalice:x:1000:\nbob:x:1001:\n")
+    (root / "etc/gshadow").write_text("root:*::\nsudo:*::alice,bob\nalice:!::\nbob:!::\n")
+    (root / "etc/subuid").write_text("alice:100000:65536\nbob:165536:65536\n")
+    for kind in ("rsa", "ed25519"):
+        (root / f"etc/ssh/ssh_host_{kind}_key").write_text(f"PRIVATE {kind}\n")
+        (root / f"etc/ssh/ssh_host_{kind}_key.pub").write_text(f"public {kind}\n")
+    (root / "etc/ssh/sshd_config").write_text("PermitRootLogin no\n")
+    (root / "etc/fstab").write_text("/dev/sda1 / ext4 defaults 0 1\n")
+    (root / "var/log/syslog").write_text("secret log line\n")
+    (root / "var/log/syslog.1").write_text("old log\n")
+    (root / "var/log/apt/history.log").write_text("apt history\n")
+    (root / "home/alice/notes").write_text("private\n")
+    (root / "root/.bash_history").write_text("history\n")
+    (root / "tmp/junk").write_text("junk\n")
+    if kernels:
+        for version in ("6.1.0-1-amd64", "6.1.0-10-amd64", "6.1.0-9-amd64"):
+            (root / f"boot/vmlinuz-{version}").write_text(f"kernel {version}\n")
+            (root / f"boot/initrd.img-{version}").write_text(f"initrd {version}\n")
+    return root
+
+
+def tree_digest(root: Path) -> str:
+    """Hash of names, modes, owners, contents and link targets of a whole tree."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            st = path.lstat()
+            digest.update(
+                f"{path.relative_to(root)}:{st.st_mode}:{st.st_uid}:{st.st_mtime_ns}\n".encode()
+            )
+            if path.is_symlink():
+                digest.update(os.readlink(path).encode())
+            elif path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def netboot(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "netboot", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        **kwargs,
+    )
+
+
+def squash_list(squashfs: Path) -> set[str]:
+    out = subprocess.run(
+        ["unsquashfs", "-l", "-d", "", str(squashfs)], capture_output=True, text=True, check=True
+    ).stdout
+    return {line.strip().lstrip("/") for line in out.splitlines() if line.startswith("/")}
+
+
+def squash_cat(squashfs: Path, path: str) -> str:
+    return subprocess.run(
+        ["unsquashfs", "-cat", str(squashfs), path], capture_output=True, text=True, check=True
+    ).stdout
+
+
+class Served:
+    """The served root of one test and what `netboot image` left in it."""
+
+    def __init__(self, root: Path, base: Path) -> None:
+        self.root = root
+        self.base = base
+
+    def image(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return netboot(
+            "image", "--root", str(self.root), "--base-dir", str(self.base), *args, **kwargs
+        )
+
+    def link(self, name: str, link: str) -> str | None:
+        path = self.root / "images" / name / link
+        return os.path.basename(os.readlink(path)) if path.is_symlink() else None
+
+    def versions(self, name: str) -> list[str]:
+        directory = self.root / "images" / name / "versions"
+        return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+    def current(self, name: str) -> Path:
+        return self.root / "images" / name / "versions" / self.link(name, "current")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Served:
+    base = tmp_path / "base"
+    base.mkdir()
+    return Served(tmp_path / "srv", base)
+
+
+def no_leftovers(tmp_path: Path, backing: Path | None = None) -> None:
+    """No mount, loop device or mksquashfs process refers to this test's files."""
+    mounts = Path("/proc/mounts").read_text()
+    assert str(tmp_path) not in mounts
+    if backing is not None:
+        loops = subprocess.run(["losetup", "-j", str(backing)], capture_output=True, text=True)
+        assert loops.stdout.strip() == ""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            assert not (b"mksquashfs" in cmdline and str(tmp_path).encode() in cmdline)
+
+
+def test_build_cleans_the_image_and_leaves_the_source_untouched(served: Served) -> None:
+    source = make_chroot(served.base / "deb")
+    before = tree_digest(source)
+    result = served.image("deb")
+    assert result.returncode == 0, result.stderr
+    assert tree_digest(source) == before
+
+    version = served.link("deb", "current")
+    assert version is not None and served.versions("deb") == [version]
+    assert served.link("deb", "previous") is None
+    directory = served.current("deb")
+    squashfs = directory / "root.squashfs"
+    names = squash_list(squashfs)
+
+    assert {
+        "bin/busybox",
+        "bin/sh",
+        "etc/passwd",
+        "etc/ssh/sshd_config",
+        "var/log/syslog",
+        "lib/modules/6.1.0-10-amd64",
+    } <= names
+    # host keys, home, root's files, tmp, rotated and nested logs stay out; the dirs remain
+    assert not [n for n in names if n.startswith("etc/ssh/ssh_host_")]
+    assert {"home", "root", "tmp", "proc", "dev"} <= names
+    assert not [n for n in names if n.startswith(("home/", "root/", "tmp/"))]
+    assert "var/log/syslog.1" not in names and "var/log/apt/history.log" not in names
+
+    passwd = squash_cat(squashfs, "etc/passwd")
+    assert "root:" in passwd and "nobody:" in passwd
+    assert "alice" not in passwd and "bob" not in passwd
+    assert "alice" not in squash_cat(squashfs, "etc/passwd-")
+    assert squash_cat(squashfs, "etc/shadow").splitlines() == ["root:*:19000::::::"]
+    assert squash_cat(squashfs, "etc/group").splitlines() == ["root:x:0:", "sudo:x:27:"]
+    assert squash_cat(squashfs, "etc/gshadow").splitlines() == ["root:*::", "sudo:*::"]
+    assert squash_cat(squashfs, "etc/subuid") == ""
+    assert squash_cat(squashfs, "var/log/syslog") == ""
+    assert squash_cat(squashfs, "etc/fstab") == ""
+
+    # newest kernel by version sort (6.1.0-10 > 6.1.0-9 > 6.1.0-1), not lexical order
+    assert (directory / "vmlinuz").read_text() == "kernel 6.1.0-10-amd64\n"
+    assert (directory / "initrd.img").read_text() == "initrd 6.1.0-10-amd64\n"
+    assert (directory / "vmlinuz").stat().st_mode & 0o777 == 0o644
+
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["name"] == "deb" and manifest["version"] == version
+    assert manifest["size"] == squashfs.stat().st_size
+    assert manifest["sha256"] == hashlib.sha256(squashfs.read_bytes()).hexdigest()
+    assert manifest["kernel_version"] == "6.1.0-10-amd64"
+    assert manifest["source"] == "deb"
+    assert "-comp" in manifest["mksquashfs_params"]
+    assert manifest["created"].endswith("Z")
+    assert (
+        "zstd"
+        in subprocess.run(
+            ["unsquashfs", "-s", str(squashfs)], capture_output=True, text=True
+        ).stdout
+    )
+    assert f"deb {version} published" in result.stdout
+    assert "kernel 6.1.0-10-amd64" in result.stdout
+    no_leftovers(served.root.parent)
+
+
+def test_second_build_moves_previous_and_revert_swaps_back(served: Served) -> None:
+    make_chroot(served.base / "deb")
+    assert served.image("deb").returncode == 0
+    first = served.link("deb", "current")
+    second_run = served.image("deb")
+    assert second_run.returncode == 0, second_run.stderr
+    second = served.link("deb", "current")
+    assert second != first  # same second: a -1 suffix keeps ids unique
+    assert served.link("deb", "previous") == first
+    # the first version is untouched and still complete
+    assert (served.root / "images/deb/versions" / first / "root.squashfs").is_file()
+
+    reverted = served.image("-r", "deb")
+    assert reverted.returncode == 0, reverted.stderr
+    assert served.link("deb", "current") == first
+    assert served.link("deb", "previous") == second
+
+    third = served.image("-b", "0", "deb")
+    assert third.returncode == 0
+    assert served.link("deb", "previous") == second  # -b 0 leaves previous alone
+
+
+def test_keep_versions_prunes_all_but_current_and_previous(served: Served, tmp_path: Path) -> None:
+    make_chroot(served.base / "deb")
+    config = tmp_path / "netboot.toml"
+    config.write_text("[image]\nkeep_versions = 1\nmksquashfs_params = '-comp gzip'\n")
+    for _ in range(3):
+        result = served.image("--config", str(config), "deb")
+        assert result.returncode == 0, result.stderr
+    versions = served.versions("deb")
+    assert len(versions) == 2
+    assert set(versions) == {served.link("deb", "current"), served.link("deb", "previous")}
+    manifest = json.loads((served.current("deb") / "manifest.json").read_text())
+    assert manifest["mksquashfs_params"] == ["-comp", "gzip"]
+
+
+def test_no_cleanup_squashes_the_source_as_is(served: Served) -> None:
+    make_chroot(served.base / "deb")
+    result = served.image("-c", "0", "deb")
+    assert result.returncode == 0, result.stderr
+    squashfs = served.current("deb") / "root.squashfs"
+    names = squash_list(squashfs)
+    assert "alice" in squash_cat(squashfs, "etc/passwd")
+    assert "etc/ssh/ssh_host_rsa_key" in names and "home/alice/notes" in names
+
+
+def test_separate_boot_joins_with_subdir(served: Served, tmp_path: Path) -> None:
+    root = make_chroot(served.base / "split", kernels=False)
+    boot = tmp_path / "bootpart"
+    boot.mkdir()
+    (boot / "vmlinuz-6.2.0-1-amd64").write_text("split kernel\n")
+    (boot / "initrd.img-6.2.0-1-amd64").write_text("split initrd\n")
+    before = tree_digest(root)
+    result = served.image(f"split,,{boot},subdir=boot")
+    assert result.returncode == 0, result.stderr
+    assert "boot/vmlinuz-6.2.0-1-amd64" in squash_list(served.current("split") / "root.squashfs")
+    assert (served.current("split") / "vmlinuz").read_text() == "split kernel\n"
+    assert tree_digest(root) == before
+
+
+def make_disk(path: Path, tree: Path, size_mb: int = 64) -> None:
+    """A GPT disk: an EFI system partition (holding a decoy ext4) then a Linux one."""
+    subprocess.run(["truncate", "-s", f"{size_mb}M", str(path)], check=True)
+    layout = (
+        "label: gpt\nsize=8M, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n"
+        "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n"
+    )
+    subprocess.run(["sfdisk", "-q", str(path)], input=layout, text=True, check=True)
+    table = json.loads(
+        subprocess.run(
+            ["sfdisk", "--json", str(path)], capture_output=True, text=True, check=True
+        ).stdout
+    )["partitiontable"]
+    decoy = path.parent / "decoy"
+    decoy.mkdir()
+    (decoy / "EFI-DECOY").write_text("must not be the image\n")
+    for part, source in zip(table["partitions"], (decoy, tree), strict=True):
+        fs = path.parent / f"part{part['start']}.ext4"
+        subprocess.run(["truncate", "-s", str(part["size"] * 512), str(fs)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-d", str(source), str(fs)], check=True)
+        subprocess.run(
+            [
+                "dd",
+                f"if={fs}",
+                f"of={path}",
+                "bs=512",
+                f"seek={part['start']}",
+                "conv=notrunc",
+                "status=none",
+            ],
+            check=True,
+        )
+        fs.unlink()
+
+
+def test_raw_disk_with_efi_partition_first(served: Served, tmp_path: Path) -> None:
+    tree = make_chroot(tmp_path / "vmtree")
+    disk = tmp_path / "vm-flat.vmdk"
+    make_disk(disk, tree)
+    (served.base / "vm.img").symlink_to(disk)
+    before = hashlib.sha256(disk.read_bytes()).hexdigest()
+    result = served.image("vm")
+    assert result.returncode == 0, result.stderr
+    names = squash_list(served.current("vm") / "root.squashfs")
+    assert "bin/busybox" in names and "EFI-DECOY" not in names
+    assert "alice" not in squash_cat(served.current("vm") / "root.squashfs", "etc/passwd")
+    assert (served.current("vm") / "vmlinuz").read_text() == "kernel 6.1.0-10-amd64\n"
+    assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
+    no_leftovers(tmp_path, disk)
+
+
+def start_slow_build(served: Served, name: str) -> tuple[subprocess.Popen, Path]:
+    """Start a build that takes a few seconds (random data, xz on one processor) and
+    return once mksquashfs is writing."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "netboot",
+            "image",
+            "--root",
+            str(served.root),
+            "--base-dir",
+            str(served.base),
+            "-m=-comp xz -processors 1",
+            name,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    versions = served.root / "images" / name / "versions"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        staged = [p for p in versions.glob(".*.tmp/root.squashfs") if p.stat().st_size > 0]
+        if staged:
+            return process, staged[0].parent
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("mksquashfs never started writing")
+
+
+@pytest.fixture
+def big_chroot(served: Served) -> Path:
+    root = make_chroot(served.base / "big")
+    with open(root / "bigfile", "wb") as f:
+        f.write(os.urandom(16 * 1024 * 1024))
+    first = served.image("-m=-comp gzip", "big")
+    assert first.returncode == 0, first.stderr
+    return root
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_build_keeps_the_old_version(
+    served: Served, big_chroot: Path, signum: int
+) -> None:
+    old = served.link("big", "current")
+    process, staging = start_slow_build(served, "big")
+    process.send_signal(signum)
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signum
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"netboot image: interrupted by {signal.Signals(signum).name}; nothing published"
+        )
+    )
+    assert "Traceback" not in err
+    assert served.link("big", "current") == old
+    assert served.versions("big") == [old]
+    assert not staging.exists()
+    no_leftovers(served.root.parent)
+
+
+def test_killed_build_is_cleaned_by_the_next(served: Served, tmp_path: Path) -> None:
+    tree = make_chroot(tmp_path / "bigtree")
+    with open(tree / "bigfile", "wb") as f:
+        f.write(os.urandom(16 * 1024 * 1024))
+    disk = tmp_path / "big.img"
+    make_disk(disk, tree, size_mb=96)
+    (served.base / "big.img").symlink_to(disk)
+    assert served.image("-m=-comp gzip", "big").returncode == 0
+    old = served.link("big", "current")
+
+    process, staging = start_slow_build(served, "big")
+    process.kill()
+    process.communicate(timeout=30)
+    # the kernel drops the private mount namespace, its loop mount (autoclear) and, by
+    # the parent-death signal, mksquashfs
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        loops = subprocess.run(["losetup", "-j", str(disk)], capture_output=True, text=True)
+        if not loops.stdout.strip():
+            break
+        time.sleep(0.1)
+    no_leftovers(tmp_path, disk)
+    assert served.link("big", "current") == old
+    assert staging.exists()  # only a SIGKILL leaves this, for the next build to remove
+
+    again = served.image("-m=-comp gzip", "big")
+    assert again.returncode == 0, again.stderr
+    assert not staging.exists()
+    assert served.link("big", "previous") == old
+    assert not [p for p in served.versions("big") if p.startswith(".")]
+
+
+def test_progress_lines_when_not_a_terminal(served: Served, big_chroot: Path) -> None:
+    result = served.image("-m=-comp xz -processors 1", "big")
+    assert result.returncode == 0, result.stderr
+    percents = [
+        int(line.rsplit(" ", 1)[1].rstrip("%"))
+        for line in result.stderr.splitlines()
+        if line.startswith("netboot image: big ") and line.endswith("%")
+    ]
+    assert len(percents) >= 2 and percents[-1] == 100 and percents == sorted(percents)
+    match = re.search(r"published: ([\d.]+) MiB \((\d+)% of ([\d.]+) MiB\)", result.stdout)
+    assert match, result.stdout
+    size, ratio, uncompressed = float(match[1]), int(match[2]), float(match[3])
+    manifest = json.loads((served.current("big") / "manifest.json").read_text())
+    assert abs(size - manifest["size"] / 2**20) < 0.06
+    assert uncompressed >= 16 and abs(ratio - 100 * size / uncompressed) <= 1
+
+
+# --- bad input: one line, non-zero, nothing published ------------------------------------
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_missing_source(served: Served) -> None:
+    result = served.image("nosuch")
+    assert result.returncode == 1
+    assert last_line(result).startswith("netboot image: source not found: nosuch")
+    assert not (served.root / "images").exists()
+
+
+def test_not_root(served: Served, tmp_path: Path) -> None:
+    make_chroot(served.base / "deb")
+    result = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "netboot",
+            "image",
+            "--root",
+            "/nonexistent/srv",
+            "--base-dir",
+            str(served.base),
+            "deb",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    assert result.returncode == 1
+    assert last_line(result) == (
+        "netboot image: must run as root (it mounts image sources and loop devices)"
+    )
+
+
+def test_mksquashfs_missing(served: Served) -> None:
+    make_chroot(served.base / "deb")
+    result = served.image("deb", env={**os.environ, "PATH": "/nonexistent"})
+    assert result.returncode == 1
+    assert last_line(result) == "netboot image: mksquashfs not found; install squashfs-tools"
+    assert not (served.root / "images").exists()
+
+
+def test_config_error_exits_2(served: Served, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[image]\nkeep_versions = 0\n")
+    result = served.image("--config", str(config), "deb")
+    assert result.returncode == 2
+    assert last_line(result).startswith("netboot image: config error: image.keep_versions")
+
+
+def test_no_kernel_publishes_nothing(served: Served) -> None:
+    make_chroot(served.base / "nokernel", kernels=False)
+    result = served.image("nokernel")
+    assert result.returncode == 1
+    assert last_line(result).startswith("netboot image: nokernel: no kernel found")
+    assert served.versions("nokernel") == []
+    assert served.link("nokernel", "current") is None
+    no_leftovers(served.root.parent)
+
+
+def test_mksquashfs_failure_publishes_nothing(served: Served) -> None:
+    make_chroot(served.base / "deb")
+    assert served.image("deb").returncode == 0
+    old = served.link("deb", "current")
+    result = served.image("-m=-comp nosuchcompressor", "deb")
+    assert result.returncode == 1
+    assert last_line(result).startswith("netboot image: deb: mksquashfs failed:")
+    assert served.versions("deb") == [old] and served.link("deb", "current") == old
+    no_leftovers(served.root.parent)
+
+
+def test_revert_without_previous(served: Served) -> None:
+    make_chroot(served.base / "deb")
+    assert served.image("deb").returncode == 0
+    result = served.image("-r", "deb")
+    assert result.returncode == 1
+    assert last_line(result) == "netboot image: deb has no previous version to revert to"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-b", "2", "deb"], "argument -b/--backup: expected 0 or 1"),
+        (["-k", "vmlinuz-* nonsense", "deb"], "not a sed substitution"),
+        (["deb,partition=x"], "partition=x: expected a number"),
+        (["/tmp/bad name"], "source not found"),
+    ],
+)
+def test_bad_arguments(served: Served, args: list[str], message: str) -> None:
+    make_chroot(served.base / "deb")
+    result = served.image(*args)
+    assert result.returncode in (1, 2)
+    assert message in last_line(result)
+    assert served.versions("deb") == []

@@ -19,7 +19,7 @@ class Progress:
         self.interval = interval
         self.terminal = self.stream.isatty()
         self.last_percent = -1
-        self.last_line = 0.0
+        self.last_line: float | None = None
 
     def update(self, percent: int) -> None:
         percent = max(0, min(100, percent))
@@ -33,7 +33,7 @@ class Progress:
             self.stream.flush()
             return
         now = time.monotonic()
-        if percent == 100 or now - self.last_line >= self.interval:
+        if percent == 100 or self.last_line is None or now - self.last_line >= self.interval:
             self.last_line = now
             print(f"netboot image: {self.name} {percent}%", file=self.stream, flush=True)
 

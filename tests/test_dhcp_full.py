@@ -23,6 +23,7 @@ from test_dhcp_full_lan import (
     ip,
     lan_bed,
     serving,
+    until,
 )
 
 from netboot.dhcp.packet import ACK, NAK, OFFER, parse_reply
@@ -89,8 +90,8 @@ async def test_pxe_discover_gets_address_and_boot_file(lan: Lan, tmp_path: Path)
             ("pxe_client_machine_identifier", b"\x00" + bytes(range(16))),
         ]
         payload, xid = request_packet(client.mac, "discover", options=pxe)
-        offers = await exchange(sock, payload, xid, wait=1.0, first=False)
-        assert len(offers) == 1
+        offers = await exchange(sock, payload, xid, linger=0.5)
+        assert len(offers) == 1, offers
         bootp, options = decode(offers[0])
         assert options[53] == OFFER and options[54] == SERVER_IP
         assert bootp.yiaddr == "10.99.0.50"
@@ -127,8 +128,8 @@ async def test_two_clients_never_share_and_offers_are_held(lan: Lan, tmp_path: P
         # both DISCOVER before either REQUESTs: the first offer is held, so no overlap
         p1, x1 = request_packet(one.mac, "discover")
         p2, x2 = request_packet(two.mac, "discover")
-        offer_one = decode((await exchange(sock_one, p1, x1, wait=1.0))[0])[0].yiaddr
-        offer_two = decode((await exchange(sock_two, p2, x2, wait=1.0))[0])[0].yiaddr
+        offer_one = decode((await exchange(sock_one, p1, x1))[0])[0].yiaddr
+        offer_two = decode((await exchange(sock_two, p2, x2))[0])[0].yiaddr
         assert {offer_one, offer_two} == {"10.99.0.50", "10.99.0.51"}
         # a third client finds the pool of two taken by held offers: no answer
         three = lan.client("three")
@@ -143,7 +144,7 @@ async def test_two_clients_never_share_and_offers_are_held(lan: Lan, tmp_path: P
         )
         assert await exchange(sock_one, p1, x1, wait=0.5) == []
         p3, x3 = request_packet(three.mac, "discover")
-        replies = await exchange(sock_three, p3, x3, wait=1.0)
+        replies = await exchange(sock_three, p3, x3)
         assert decode(replies[0])[0].yiaddr == offer_one
         for sock in (sock_one, sock_two, sock_three):
             sock.close()
@@ -194,8 +195,7 @@ async def test_request_states(lan: Lan, tmp_path: Path) -> None:
             client.mac, "release", ciaddr=address, options=[("server_id", SERVER_IP)]
         )
         await asyncio.get_running_loop().sock_sendto(sock, payload, ("255.255.255.255", 67))
-        await asyncio.sleep(0.3)
-        assert server.stats["releases"] == 1
+        assert await until(lambda: server.stats["releases"] == 1), server.stats
         assert await discover_and_request(sock, client.mac) == address
         sock.close()
         sock_other.close()
@@ -213,14 +213,21 @@ async def test_decline_blocks_the_address(lan: Lan, tmp_path: Path) -> None:
             client.mac, "decline", options=[("server_id", SERVER_IP), ("requested_addr", address)]
         )
         await asyncio.get_running_loop().sock_sendto(sock, payload, ("255.255.255.255", 67))
-        await asyncio.sleep(0.3)
-        assert server.stats["declines"] == 1
+        assert await until(lambda: server.stats["declines"] == 1), server.stats
         second = await discover_and_request(sock, client.mac)
         assert second != address
         sock.close()
-    saved = json.loads((tmp_path / "leases.json").read_text())
-    assert [b["address"] for b in saved["blocked"]] == [address]
-    assert [x["address"] for x in saved["leases"]] == [second]
+        saved = json.loads((tmp_path / "leases.json").read_text())
+        assert [b["address"] for b in saved["blocked"]] == [address]
+        assert [x["address"] for x in saved["leases"]] == [second]
+        # the machine that does use the declined address renews it: ACK, block lifted
+        user = lan.client("user")
+        sock = client_socket(user)
+        payload, xid = request_packet(user.mac, "request", ciaddr=address)
+        bootp, options = decode((await exchange(sock, payload, xid))[0])
+        assert options[53] == ACK and bootp.yiaddr == address
+        assert server.leases.blocked(address, 0) is None
+        sock.close()
 
 
 async def test_reservation_wins_and_is_never_given_away(lan: Lan, tmp_path: Path) -> None:
@@ -288,8 +295,7 @@ async def test_malformed_packets_are_counted_and_survived(lan: Lan, tmp_path: Pa
         ]
         for data in junk:
             await loop.sock_sendto(sock, data, ("255.255.255.255", 67))
-        await asyncio.sleep(0.3)
-        assert server.stats["malformed"] >= 3
-        assert server.stats["errors"] == 0
+        assert await until(lambda: server.stats["received"] == len(junk)), server.stats
+        assert server.stats["malformed"] >= 3 and server.stats["errors"] == 0, server.stats
         assert await discover_and_request(sock, client.mac) == "10.99.0.50"
         sock.close()

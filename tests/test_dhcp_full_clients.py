@@ -22,6 +22,7 @@ from test_dhcp_full_lan import (
     parse_events,
     serving,
     udhcpc,
+    until,
     write_script,
 )
 
@@ -102,11 +103,7 @@ async def test_udhcpc_and_dhclient_get_distinct_leases(lan: Lan, tmp_path: Path)
             stderr=asyncio.subprocess.DEVNULL,
         )
         assert await asyncio.wait_for(proc.wait(), 20) == 0
-        for _ in range(20):
-            if server.stats["releases"]:
-                break
-            await asyncio.sleep(0.1)
-        assert server.stats["releases"] == 1
+        assert await until(lambda: server.stats["releases"] == 1), server.stats
         released = server.leases.lease_at("10.99.0.101")
         assert released is not None and not released.valid(time.time())
         kept = server.leases.lease_at("10.99.0.100")
@@ -158,21 +155,16 @@ async def test_udhcpc_renews_and_releases(lan: Lan, tmp_path: Path) -> None:
             ("renew", "10.99.0.100"),
         ]
         assert server.stats["acks"] == acks + 1
-        for _ in range(20):
-            if server.stats["releases"]:
-                break
-            await asyncio.sleep(0.1)
-        assert server.stats["releases"] == 1
+        assert await until(lambda: server.stats["releases"] == 1), server.stats
         lease = server.leases.lease_at("10.99.0.100")
         assert lease is not None and lease.mac == client.mac and not lease.valid(time.time())
 
 
-async def wait_for_event(out: Path, event: str, within: float = 6.0) -> None:
-    for _ in range(int(within * 10)):
-        if any(e["event"] == event for e in parse_events(out)):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no {event!r} from the client within {within} s")
+async def wait_for_event(out: Path, event: str) -> None:
+    def seen() -> bool:
+        return any(e["event"] == event for e in parse_events(out))
+
+    assert await until(seen, within=6.0), f"no {event!r} from the client within 6 s"
 
 
 async def test_pool_of_ten_with_twelve_clients(

@@ -20,7 +20,7 @@ import secrets
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -220,13 +220,13 @@ async def exchange(
     sock: socket.socket,
     payload: bytes,
     xid: int,
-    wait: float = 2.0,
+    wait: float = 3.0,
     port: int = 67,
     *,
-    first: bool = True,
+    linger: float = 0.0,
 ) -> list[bytes]:
-    """Broadcast `payload`; collect replies with this xid until the first one (or, with
-    first=False, all that come within `wait` seconds)."""
+    """Broadcast `payload`; collect replies with this xid until the first one has come and
+    `linger` more seconds have passed (to catch duplicates), or `wait` seconds in all."""
     loop = asyncio.get_running_loop()
     await loop.sock_sendto(sock, payload, ("255.255.255.255", port))
     replies: list[bytes] = []
@@ -238,9 +238,18 @@ async def exchange(
             break
         if len(data) > 8 and int.from_bytes(data[4:8], "big") == xid and data[0] == 2:
             replies.append(data)
-            if first:
-                break
+            if len(replies) == 1:
+                deadline = min(deadline, loop.time() + linger)
     return replies
+
+
+async def until(condition: Callable[[], bool], within: float = 3.0) -> bool:
+    """Poll `condition` every 20 ms; its last value after at most `within` seconds."""
+    for _ in range(int(within / 0.02)):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
 
 
 def write_script(tmp_path: Path, name: str, text: str) -> Path:

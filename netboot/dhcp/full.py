@@ -398,7 +398,8 @@ class FullDhcpServer:
         if address is None or address not in self.pool.subnet:
             return self._nak(request, f"{state}: {address} is not on {self.pool.subnet}")
         own = self.leases.lease_of(key)
-        if not self.leases.free_for(key, str(address), now):
+        renewing = state == "renewing"
+        if not self.leases.free_for(key, str(address), now, in_use_by_client=renewing):
             return self._nak(request, f"{state}: {address} is not free for this client")
         if not self.pool.may_use(address, mac):
             return self._nak(request, f"{state}: {address} is not in the pool or reserved")

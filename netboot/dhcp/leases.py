@@ -211,6 +211,8 @@ class LeaseStore:
             if self._saved >= target:
                 return
             snapshot = self._changes
+            now = time.time()  # blocks that have run out are not worth keeping
+            self._blocks = {a: b for a, b in self._blocks.items() if b.until > now}
             payload = _encode(list(self._by_address.values()), list(self._blocks.values()))
             await asyncio.to_thread(write_atomically, self.path, payload)
             self._saved = snapshot
@@ -248,9 +250,12 @@ class LeaseStore:
             return offer.client
         return None
 
-    def free_for(self, client: str, address: str, now: float) -> bool:
-        """Not blocked, and nobody else holds it."""
-        if self.blocked(address, now):
+    def free_for(
+        self, client: str, address: str, now: float, *, in_use_by_client: bool = False
+    ) -> bool:
+        """Nobody else holds it, and it is not blocked, unless the client shows it uses
+        the address itself (a renewal from it: the block was about that very machine)."""
+        if not in_use_by_client and self.blocked(address, now):
             return False
         holder = self.holder(address, now)
         return holder is None or holder == client
@@ -280,6 +285,7 @@ class LeaseStore:
 
     def bind(self, client: str, mac: str, address: str, expires: float, hostname: str) -> Lease:
         self.drop_offer(client)
+        self._blocks.pop(address, None)
         lease = Lease(client, mac, address, expires, hostname)
         self._put(lease)
         self._changes += 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from netboot.image import cleanup, publish
+from netboot.image.build import BuildSettings, exclude_patterns
 from netboot.image.errors import ImageError
 from netboot.image.image_cmd import merge_params
 from netboot.image.progress import Progress
@@ -201,3 +202,12 @@ def test_progress_plain_lines_are_throttled() -> None:
         progress.update(percent)
     progress.done()
     assert stream.getvalue().splitlines() == ["netboot image: deb 0%", "netboot image: deb 100%"]
+
+
+def test_chrootless_build_excludes_the_served_root_and_base_dir(tmp_path: Path) -> None:
+    source = parse_source("/", tmp_path)
+    settings = BuildSettings(root=Path("/var/lib/net[boot]"), base_dir=Path("/srv/ltsp"))
+    patterns = exclude_patterns(source, settings)
+    assert patterns[-2:] == ["var/lib/net\\[boot\\]", "srv/ltsp"]
+    chroot = parse_source(str(tmp_path), tmp_path)
+    assert exclude_patterns(chroot, settings) == cleanup.excludes(True, [], [])

@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mksquashfs-params",
         dest="mksquashfs_params",
         metavar="PARAMS",
-        help="extra mksquashfs parameters; a -comp here replaces the configured compression",
+        help="extra mksquashfs parameters; a -comp here replaces the configured compression "
+        "(write -m='-comp xz': a separate value starting with -b or -c reads as an option)",
     )
     parser.add_argument(
         "-r",

@@ -7,6 +7,7 @@ real mksquashfs run and check that nothing is left behind.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -552,4 +553,19 @@ def test_bad_arguments(served: Served, args: list[str], message: str) -> None:
     result = served.image(*args)
     assert result.returncode in (1, 2)
     assert message in last_line(result)
+    assert served.versions("deb") == []
+
+
+def test_concurrent_build_of_the_same_image_is_refused(served: Served) -> None:
+    make_chroot(served.base / "deb")
+    image_dir = served.root / "images/deb"
+    image_dir.mkdir(parents=True)
+    with open(image_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = served.image("deb")
+    assert result.returncode == 1
+    assert (
+        last_line(result)
+        == f"netboot image: deb: another netboot image run is working on {image_dir}"
+    )
     assert served.versions("deb") == []

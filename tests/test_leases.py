@@ -23,7 +23,9 @@ async def test_round_trip_keeps_leases_and_blocks(tmp_path: Path) -> None:
     store.bind("mac:52:54:00:00:00:01", "52:54:00:00:00:01", "10.0.0.10", now + 60, "pc01")
     store.bind("id:01525400000002", "52:54:00:00:00:02", "10.0.0.11", now + 60, "")
     store.block("10.0.0.12", now + 600, "declined by 52:54:00:00:00:03")
+    store.block("10.0.0.13", now - 1, "ran out already")
     await store.save()
+    assert [b["address"] for b in json.loads(path.read_text())["blocked"]] == ["10.0.0.12"]
     assert oct(path.stat().st_mode & 0o777) == "0o644"
 
     again = LeaseStore(path)

@@ -12,6 +12,7 @@ from conftest import SERVER_IP, Lan
 from scapy.layers.dhcp import BOOTP, DHCP
 
 from netboot.dhcp.packet import parse_reply
+from netboot.dhcp.pxe import PXE_SKIP_DISCOVERY_WITH_MENU
 
 MAC = "52:54:00:aa:bb:01"
 GUID = b"\x00" + bytes(range(1, 17))
@@ -143,7 +144,25 @@ def test_ipxe_client_gets_the_script_url(lan: Lan) -> None:
     assert answer is not None
     bootp, options, _ = answer
     assert bootp.file.rstrip(b"\0") == f"http://{SERVER_IP}/boot.ipxe".encode()
-    assert 43 not in options  # no PXE menu control for iPXE
+    assert options[43] == PXE_SKIP_DISCOVERY_WITH_MENU  # iPXE drops proxy ACKs without a menu
+
+
+def test_ipxe_proxy_request_on_4011_gets_ack_with_pxe_options(lan: Lan) -> None:
+    payload = discover(
+        0,
+        vendor=b"PXEClient:Arch:00000:UNDI:002001",
+        ipxe=True,
+        msg="request",
+        ciaddr="10.231.0.50",
+        extra=[("server_id", SERVER_IP)],
+    )
+    answer = exchange(lan, payload, port=4011, dest=SERVER_IP)
+    assert answer is not None
+    bootp, options, _ = answer
+    assert options[53] == 5
+    assert options[43] == PXE_SKIP_DISCOVERY_WITH_MENU
+    assert options[43][:3] == bytes([6, 1, 8])  # ...and boot the file, skipping that menu
+    assert bootp.file.rstrip(b"\0") == f"http://{SERVER_IP}/boot.ipxe".encode()
 
 
 def test_non_pxe_discover_is_ignored(lan: Lan) -> None:

@@ -188,11 +188,9 @@ class NetbootServer:
         await self._start_service("tftp", tftp, tftp.start(host, port))
 
     async def _start_full_dhcp(self) -> None:
-        try:
-            from netboot.dhcp.detect import find_other_dhcp_servers
-            from netboot.dhcp.full import FullDhcpServer
-        except ImportError:
-            raise StartupError("--dhcp full is not available in this build yet") from None
+        from netboot.dhcp.detect import find_other_dhcp_servers
+        from netboot.dhcp.full import FullDhcpError, FullDhcpServer
+
         assert self.policy is not None
         server = self.config["server"]
         full = FullDhcpServer(
@@ -206,15 +204,20 @@ class NetbootServer:
             proxy_port=server["proxy_port"],
         )
         full.check_config()
-        if not self.config["dhcp"]["force"]:
-            others = await find_other_dhcp_servers(self.interface.name, timeout=3.0)
-            others = [o for o in others if o != self.server_ip]
-            if others:
-                raise StartupError(
-                    f"another DHCP server answers on {self.interface.name} ({', '.join(others)}):"
-                    " refusing full DHCP mode; use proxy mode, or --force if you are sure"
-                )
-        await self._start_service("dhcp", full, full.start())
+        try:
+            if not self.config["dhcp"]["force"]:
+                # 4 s: dnsmasq pings an address for up to 3 s before its first OFFER
+                others = await find_other_dhcp_servers(self.interface.name, timeout=4.0)
+                others = [o for o in others if o != self.server_ip]
+                if others:
+                    raise StartupError(
+                        f"another DHCP server answers on {self.interface.name} "
+                        f"({', '.join(others)}): refusing full DHCP mode; use proxy mode, "
+                        "or --force if you are sure"
+                    )
+            await self._start_service("dhcp", full, full.start())
+        except FullDhcpError as exc:
+            raise StartupError(str(exc)) from None
 
     async def close(self) -> None:
         for service in reversed(list(self.services.values())):

@@ -22,6 +22,7 @@ from netboot.image.progress import Progress
 from netboot.image.signals import DeferredInterrupts
 from netboot.image.sources import Source
 from netboot.image.squash import SquashResult, mksquashfs
+from netboot.image.standalone import build_standalone
 
 WORK_DIR = "work"
 EXCLUDE_FILE = "excludes"
@@ -105,6 +106,8 @@ def _squash_tree(
         finally:
             progress.done()
         kernel = extract_kernel(tree, staging, settings.kernel_regex)
+        if kernel.initrd is None:
+            _standalone_initrd(tree, kernel, staging, source.name)
     except BaseException:
         with DeferredInterrupts(reraise=False):
             mounts.close()
@@ -115,6 +118,24 @@ def _squash_tree(
         raise ImageError(problems[0])
     work.rmdir()
     return squash, kernel
+
+
+def _standalone_initrd(tree: Path, kernel: KernelInfo, staging: Path, name: str) -> None:
+    """An image without an initramfs of its own boots with netboot's standalone one, built
+    from the image's own kernel modules while the tree is still mounted."""
+    if not (tree / "lib" / "modules" / kernel.version).is_dir():
+        print(
+            f"netboot image: {name}: warning: no initramfs and no lib/modules/{kernel.version}"
+            ": clients cannot boot it until it has one",
+            file=sys.stderr,
+        )
+        return
+    build_standalone(tree, kernel.version, staging / layout.STANDALONE_INITRD)
+    print(
+        f"netboot image: {name}: no initramfs in the image: built {layout.STANDALONE_INITRD}"
+        f" for {kernel.version}",
+        file=sys.stderr,
+    )
 
 
 def _discard(staging: Path) -> None:
@@ -146,6 +167,7 @@ def build_image(source: Source, settings: BuildSettings) -> BuildOutcome:
                 "kernel_version": kernel.version,
                 "kernel": kernel.kernel_source,
                 "initrd": kernel.initrd_source,
+                "standalone_initrd": (staging / layout.STANDALONE_INITRD).is_file(),
                 "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "source": source.spec,
                 "cleanup": settings.cleanup,

@@ -369,3 +369,46 @@ def test_nfs_bad_config_is_one_line(tmp_path: Path) -> None:
         result.stderr.strip() == f"netboot nfs: config error: server.ltsp_compat: must be "
         f"true or false (in {config})"
     )
+
+
+@pytest.mark.parametrize("toram", ["0", "1"])
+def test_lib_nfs_method(tmp_path: Path, toram: str) -> None:
+    """The NFS chain with nfsmount stubbed by a symlink to a local 'export'."""
+    export = tmp_path / "export"
+    (export / "images/demo/versions/1").mkdir(parents=True)
+    payload = b"squashfs" * 1000
+    (export / "images/demo/versions/1/root.squashfs").write_bytes(payload)
+    result = run_lib(
+        tmp_path,
+        f"""
+nfsmount() {{ echo "NFSMOUNT $*"; rmdir "$4" && ln -s {export} "$4"; }}
+NB_NFS=10.0.0.1:/srv/netboot NB_PATH=images/demo/versions/1/root.squashfs NB_TORAM={toram}
+NB_SIZE={len(payload)} NB_SHA256={hashlib.sha256(payload).hexdigest()}
+nb_get_nfs
+echo "GOT $NB_SQUASHFS"
+""",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "NFSMOUNT -o ro,nolock 10.0.0.1:/srv/netboot" in result.stdout
+    got = result.stdout.split("GOT ")[1].strip()
+    if toram == "1":
+        assert got == f"{tmp_path}/run/ram/root.squashfs"
+        assert "netboot: checking sha256" in result.stdout
+    else:
+        assert got == f"{tmp_path}/run/nfs/images/demo/versions/1/root.squashfs"
+        assert "checking sha256" not in result.stdout
+    assert Path(got).read_bytes() == payload
+
+
+def test_lib_nfs_missing_image_fails_clearly(tmp_path: Path) -> None:
+    (tmp_path / "export").mkdir()
+    result = run_lib(
+        tmp_path,
+        f"""
+nfsmount() {{ rmdir "$4" && ln -s {tmp_path}/export "$4"; }}
+NB_NFS=10.0.0.1:/srv/netboot NB_PATH=images/x.squashfs
+nb_get_nfs
+""",
+    )
+    assert result.returncode == 3
+    assert "DIE: images/x.squashfs not found in NFS export 10.0.0.1:/srv/netboot" in result.stdout

@@ -50,6 +50,8 @@ def netboot_entries(config: Config, base: str) -> list[BootEntry]:
             initrds = [(layout.STANDALONE_INITRD, f"{version_path}/{layout.STANDALONE_INITRD}")]
         else:
             continue  # a kernel with nothing that could mount the image
+        # the standalone initramfs fetches over HTTP only: it has no NFS client
+        method = boot["method"] if image.initrd is not None else "http"
         params = [
             "boot=netboot",
             "ip=dhcp",
@@ -57,10 +59,10 @@ def netboot_entries(config: Config, base: str) -> list[BootEntry]:
             f"netboot.server={base}",
             f"netboot.image={image.name}",
             f"netboot.version={image.version}",
-            f"netboot.method={boot['method']}",
+            f"netboot.method={method}",
         ]
         squashfs = f"{version_path}/{layout.SQUASHFS}"
-        if boot["method"] == "http":
+        if method == "http":
             params.append(f"netboot.url={base}{squashfs}")
         else:
             server = boot["nfs_server"] or base.split("//", 1)[1].split(":", 1)[0].split("/")[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -179,6 +180,7 @@ def _build_all(args: argparse.Namespace, settings: BuildSettings, base_dir: Path
     sources = [parse_source(spec, base_dir) for spec in specs]
     enter_private_namespace()
     with interrupts_raise():
+        needs_addon = False
         for source in sources:
             print(f"netboot image: building {source.name} from {source.spec}", file=sys.stderr)
             try:
@@ -194,7 +196,30 @@ def _build_all(args: argparse.Namespace, settings: BuildSettings, base_dir: Path
                     f"{', '.join(outcome.pruned)}",
                     file=sys.stderr,
                 )
+            needs_addon = needs_addon or outcome.kernel.initrd is not None
+        if needs_addon:
+            _refresh_addon(settings.root)
     return 0
+
+
+def _refresh_addon(root: Path) -> None:
+    """Rebuild the add-on initrd so it carries the modules of every published kernel (the
+    image's initramfs may lack squashfs/overlay). The image is already published: a failure
+    here is a warning that says what to run, not a failed build."""
+    from netboot.image.addon import build_addon
+
+    try:
+        kernels = build_addon(root, root / layout.ADDON_INITRD)
+    except (OSError, ImageError, subprocess.CalledProcessError) as exc:
+        print(
+            f"netboot image: warning: add-on initrd not refreshed ({exc}); run: netboot initrd",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"netboot image: add-on initrd refreshed for kernels {', '.join(kernels) or '-'}",
+        file=sys.stderr,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,25 +7,20 @@ and raises, rather than sending a client a script with a hole in it.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from netboot.bootmenu import BootEntry
 from netboot.config import Config
+from netboot.resources import ipxe_dir
 
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
-# Where the templates live: the checkout's ipxe/ (editable install) unless overridden.
-TEMPLATE_DIR = Path(
-    os.environ.get("NETBOOT_IPXE_DIR", Path(__file__).resolve().parent.parent / "ipxe")
-)
 
 
 @cache
 def _template(name: str) -> str:
-    return (TEMPLATE_DIR / name).read_text()
+    return (ipxe_dir() / name).read_text()
 
 
 def render(name: str, **values: str) -> str:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netboot.image import cpio
+from netboot.resources import ipxe_dir
 
 # ipxe/initrd/ of the source tree: the shell scripts both initrds are made of.
-CLIENT_DIR = Path(os.environ.get("NETBOOT_CLIENT_DIR", Path(__file__).parents[2] / "ipxe/initrd"))
+CLIENT_DIR = Path(os.environ.get("NETBOOT_CLIENT_DIR", ipxe_dir() / "initrd"))
 BUSYBOX = Path(os.environ.get("NETBOOT_BUSYBOX", "/bin/busybox"))
 
 # What the client needs from the kernel: NICs QEMU and most PCs present, the socket

@@ -53,7 +53,8 @@ class ServeProcess:
             *extra,
         ]
         if config is not None:
-            self.args[3:3] = ["--config", str(config)]
+            after_serve = self.args.index("serve") + 1
+            self.args[after_serve:after_serve] = ["--config", str(config)]
         self.proc: subprocess.Popen | None = None
 
     @property

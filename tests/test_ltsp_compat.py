@@ -1,0 +1,104 @@
+"""LTSP-compatible mode: an existing LTSP tree (/srv/ltsp, /srv/tftp/ltsp) is booted with the
+seed's chain: ltsp.img plus the image's initrd.img, root over NFS, ltsp.image=images/NAME.img."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import SERVER_IP, Lan
+from support.serve import ServeProcess
+
+
+def make_ltsp_tree(tmp: Path) -> tuple[Path, Path]:
+    ltsp = tmp / "ltsp"
+    tftp = tmp / "tftp-ltsp"
+    (ltsp / "images").mkdir(parents=True)
+    (ltsp / "images" / "focal.img").write_bytes(b"squashfs")
+    (tftp / "focal").mkdir(parents=True)
+    (tftp / "focal" / "vmlinuz").write_bytes(b"kernel")
+    (tftp / "focal" / "initrd.img").write_bytes(b"initrd")
+    (tftp / "ltsp.img").write_bytes(b"ltsp addon")
+    # an image without a kernel is not offered
+    (ltsp / "images" / "broken.img").write_bytes(b"squashfs")
+    return ltsp, tftp
+
+
+def config_for(tmp: Path, ltsp: Path, tftp: Path) -> Path:
+    path = tmp / "netboot.toml"
+    path.write_text(
+        f"[server]\nltsp_compat = true\nltsp_root = '{ltsp}'\nltsp_tftp_root = '{tftp}'\n"
+        "[boot]\nmenu_timeout = 0\ndefault_image = 'ltsp-focal'\n"
+    )
+    return path
+
+
+def test_ipxe_script_is_the_seed_chain(tmp_path: Path) -> None:
+    ltsp, tftp = make_ltsp_tree(tmp_path)
+    config = config_for(tmp_path, ltsp, tftp)
+    script = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netboot",
+            "ipxe",
+            "--config",
+            str(config),
+            "--root",
+            str(tmp_path / "srv"),
+            "--address",
+            "192.0.2.1",
+            "--platform",
+            "efi",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "item img-ltsp-focal focal (LTSP)" in script
+    assert "broken" not in script
+    assert "goto img-ltsp-focal" in script  # menu_timeout 0: boot the default at once
+    assert (
+        "kernel http://192.0.2.1/ltsp/focal/vmlinuz initrd=ltsp.img initrd=initrd.img "
+        f"root=/dev/nfs nfsroot=192.0.2.1:{ltsp} ltsp.image=images/focal.img loop.max_part=9"
+    ) in script
+    assert "initrd --name ltsp.img http://192.0.2.1/ltsp/ltsp.img" in script
+    assert "initrd --name initrd.img http://192.0.2.1/ltsp/focal/initrd.img" in script
+
+
+def test_server_serves_the_ltsp_tftp_tree_under_ltsp(lan: Lan, tmp_path: Path) -> None:
+    ltsp, tftp = make_ltsp_tree(tmp_path)
+    config = config_for(tmp_path, ltsp, tftp)
+    lan.serve.stop()
+    serve = ServeProcess(
+        lan.server_ns,
+        lan.root,
+        interface="vsrv",
+        address=SERVER_IP,
+        config=config,
+        log_path=tmp_path / "serve.log",
+    ).start()
+    try:
+        got = serve.curl("/ltsp/focal/initrd.img", "-f", ns=lan.client_ns)
+        assert got.stdout == "initrd"
+        assert serve.curl("/ltsp/ltsp.img", "-f", ns=lan.client_ns).stdout == "ltsp addon"
+        refused = serve.curl(
+            "/ltsp/../../etc/passwd",
+            "--path-as-is",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            ns=lan.client_ns,
+        )
+        assert refused.stdout in ("403", "404")
+        script = serve.curl(
+            "/boot.ipxe?mac=52-54-00-00-00-31&platform=pcbios", "-f", ns=lan.client_ns
+        ).stdout
+        assert f"nfsroot={SERVER_IP}:{ltsp}" in script
+        record = serve.api("/api/clients/52:54:00:00:00:31")
+        assert [e["kind"] for e in record["events"]][:1] == ["script"]
+    finally:
+        serve.stop()
+        lan.serve.start()

@@ -87,6 +87,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "http_port": Key(int, 80, _port, "HTTP port; 0 picks a free one"),
         "http_fallback_port": Key(int, 8080, _port, "HTTP port tried when http_port is taken"),
         "tftp_port": Key(int, 69, _port, "TFTP port (0 disables TFTP)"),
+        "tftp_max_transfers": Key(int, 100, _positive, "concurrent TFTP transfers"),
         "dhcp": Key(str, "proxy", _one_of("proxy", "full", "off"), "DHCP mode"),
         "dhcp_port": Key(int, 67, _port, "DHCP server port (tests use others)"),
         "proxy_port": Key(int, 4011, _port, "PXE proxyDHCP port"),

@@ -180,7 +180,12 @@ class NetbootServer:
 
         # Blocks that fit one Ethernet frame: many ROMs cannot reassemble IP fragments.
         mtu = interface_mtu(self.interface.name)
-        tftp = TftpServer(self.config.tftp_root, self.records, max_blksize=mtu - 32)
+        tftp = TftpServer(
+            self.config.tftp_root,
+            self.records,
+            max_blksize=mtu - 32,
+            max_transfers=self.config["server"]["tftp_max_transfers"],
+        )
         # Bound to the advertised address so replies come from the address the client asked
         # (a multi-homed host would otherwise pick a source by route); 0.0.0.0 when that
         # address is not local (NAT, a VIP elsewhere).

@@ -399,8 +399,10 @@ class TftpServer:
         timeout: float = 2.0,
         retries: int = 5,
         max_blksize: int = MAX_BLKSIZE,
+        max_transfers: int = 100,
     ) -> None:
         self.root = Path(root)
+        self.max_transfers = max_transfers
         self.records = records
         self.timeout = timeout
         self.retries = retries
@@ -462,6 +464,12 @@ class TftpServer:
             return
         for transfer in same_port:
             transfer.close()  # the client started over from the same port
+        if len(self._transfers) + len(self._starting) >= self.max_transfers:
+            # Full: stay silent like dnsmasq (tftp-max), so the client's own retransmission
+            # of the RRQ gets it served a moment later; an ERROR would abort its boot.
+            self.stats["busy"] += 1
+            log.debug("tftp busy: %d transfers, dropped RRQ from %s", self.max_transfers, client)
+            return
         task = asyncio.get_running_loop().create_task(self._begin(request, data, client))
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)

@@ -545,3 +545,24 @@ async def test_close_releases_transfers_and_files(root: Path):
     assert not server._transfers
     await asyncio.sleep(0.1)
     assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+async def test_full_server_stays_silent_until_a_slot_frees(root: Path):
+    """Like dnsmasq's tftp-max: a request over the limit gets no answer (no ERROR that would
+    abort a boot), and the client's retransmitted RRQ is served once a transfer ends."""
+    server = await started(root, max_transfers=1)
+    try:
+        async with RawClient() as first, RawClient() as second:
+            first.send(rrq("two-blocks.bin"), server.port)
+            block1, tid = await first.recv()
+            second.send(rrq("two-blocks.bin"), server.port)
+            assert await second.silent(0.5)
+            assert server.stats["busy"] == 1
+            await fetch_raw(first, server.port, block1, tid)
+            await until(lambda: not server._transfers)
+            second.send(rrq("two-blocks.bin"), server.port)  # the ROM's retransmission
+            again, tid2 = await second.recv()
+            data = await fetch_raw(second, server.port, again, tid2)
+        assert data == (root / "two-blocks.bin").read_bytes()
+    finally:
+        await server.close()

@@ -22,6 +22,7 @@ def test_image_without_initramfs_gets_standalone_initrd(served: Served) -> None:
     result = served.image("-m=-comp gzip", "tiny")
     assert result.returncode == 0, result.stderr
     assert f"built standalone.img for {kernel.version}" in result.stderr
+    assert f"kernel {kernel.version}, standalone.img," in result.stdout + result.stderr
     version = served.current("tiny")
     manifest = json.loads((version / layout.MANIFEST).read_text())
     assert manifest["standalone_initrd"] is True

@@ -152,7 +152,12 @@ def _report(outcome: BuildOutcome) -> str:
         ratio = 100 * squash.size / squash.uncompressed
         size += f" ({ratio:.0f}% of {squash.uncompressed / MiB:.1f} MiB)"
     kernel = outcome.kernel.version or "unknown version"
-    initrd = "" if outcome.kernel.initrd else ", no initrd"
+    if outcome.kernel.initrd:
+        initrd = ""
+    elif (outcome.directory / layout.STANDALONE_INITRD).is_file():
+        initrd = f", {layout.STANDALONE_INITRD}"
+    else:
+        initrd = ", no initrd"
     return (
         f"netboot image: {outcome.name} {outcome.version} published: {size}, "
         f"kernel {kernel}{initrd}, {squash.seconds:.1f} s"

@@ -113,7 +113,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "efi_arm64": Key(str, "snponly-arm64.efi", help="arm64 EFI (arch 11) boot file"),
         "http_x64": Key(str, "ipxe.efi", help="UEFI HTTP Boot (arch 16) file"),
         "binaries_dir": Key(str, "/usr/lib/ipxe", help="where the iPXE binaries come from"),
-        "script": Key(str, "boot.ipxe", help="template name in ipxe/ for the boot script"),
+        "script": Key(str, "boot.ipxe", help="boot script template: a name in ipxe/ or a path"),
     },
     "dhcp": {
         "range_start": Key(str, "", _ipv4_or_empty, "first address of the pool"),
@@ -301,7 +301,8 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
         if value is None:
             continue
         section, key = dotted.split(".", 1)
-        config.values[section][key] = _check_value(
-            dotted, SCHEMA[section][key], value, "command line"
-        )
+        value = _check_value(dotted, SCHEMA[section][key], value, "command line")
+        if dotted == "dhcp.reservations":
+            value = _check_reservations(value, "command line")
+        config.values[section][key] = value
     return config

@@ -7,9 +7,11 @@ and raises, rather than sending a client a script with a hole in it.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from netboot.bootmenu import BootEntry
 from netboot.config import Config
@@ -19,8 +21,14 @@ PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
 @cache
-def _template(name: str) -> str:
+def _builtin(name: str) -> str:
     return (ipxe_dir() / name).read_text()
+
+
+def _template(name: str) -> str:
+    """A template of ipxe/ (cached), or an admin's own file by path (read each time, so an
+    edit shows at the next boot)."""
+    return Path(name).read_text() if os.path.isabs(name) else _builtin(name)
 
 
 def render(name: str, **values: str) -> str:
@@ -57,6 +65,7 @@ def boot_script(
     default: str,
     timeout: int,
     extra_params: str = "",
+    template: str = "boot.ipxe",
 ) -> str:
     """The menu script: every entry, a default chosen for this client, and local/shell."""
     items = []
@@ -86,7 +95,7 @@ def boot_script(
     direct = f"goto {default_target}" if chosen is not None and timeout == 0 else ""
     local = "exit 1" if client.platform == "efi" else "sanboot --no-describe --drive 0x80 || exit 1"
     return render(
-        "boot.ipxe",
+        template,
         mac=_clean(client.mac),
         platform=_clean(client.platform) or "unknown",
         buildarch=_clean(client.buildarch) or "unknown",
@@ -117,4 +126,5 @@ def client_script(
         default=settings.get("image") or boot["default_image"],
         timeout=boot["menu_timeout"],
         extra_params=extra,
+        template=config["ipxe"]["script"],
     )

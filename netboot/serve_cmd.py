@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from netboot.config import ConfigError, apply_overrides, load
+from netboot.config_flags import add_key_flags, overrides
 
 # flag -> config key; every flag has a key and flags win over the file
 FLAG_KEYS = {
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="full DHCP: start even if another DHCP server answers",
     )
+    add_key_flags(parser, ("server", "boot", "ipxe", "dhcp"), taken=FLAG_KEYS.values())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load(args.config)
-        apply_overrides(config, {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()})
+        given = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
+        apply_overrides(config, {**overrides(args), **given})
     except ConfigError as exc:
         print(f"netboot serve: {exc}", file=sys.stderr)
         return 2

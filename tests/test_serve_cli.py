@@ -187,3 +187,68 @@ def test_dhcp_port_in_use_is_one_line(ns_link, tmp_path: Path) -> None:
         )
     finally:
         squatter.close()
+
+
+def test_every_config_key_has_a_serve_flag() -> None:
+    from netboot.config_flags import flag_name
+
+    help_text = run_netboot("serve", "--help").stdout
+    hand_written = {
+        "server.interface": "--interface",
+        "server.address": "--address",
+        "server.root": "--root",
+        "server.http_port": "--http-port",
+        "server.tftp_port": "--tftp-port",
+        "server.dhcp": "--dhcp",
+        "server.ltsp_compat": "--ltsp",
+        "dhcp.force": "--force",
+        "dhcp.reservations": "--dhcp-reservation",
+    }
+    for section in ("server", "boot", "ipxe", "dhcp"):
+        for key in cfg.SCHEMA[section]:
+            dotted = f"{section}.{key}"
+            if dotted in ("server.dhcp_port", "server.proxy_port"):
+                continue  # test-only ports, hidden from --help but present
+            flag = hand_written.get(dotted, flag_name(section, key))
+            assert flag in help_text, dotted
+
+
+def test_generated_flags_win_over_the_file(ns_link, tmp_path: Path) -> None:
+    server, _ = ns_link
+    config = tmp_path / "netboot.toml"
+    config.write_text("[boot]\nmenu_timeout = 7\nkernel_params = 'quiet'\n")
+    template = tmp_path / "mine.ipxe"
+    template.write_text("#!ipxe\necho custom for {{mac}} timeout {{timeout_ms}}\n")
+    proc = ServeProcess(
+        server,
+        tmp_path / "root",
+        interface="eth0",
+        address="10.232.0.1",
+        config=config,
+        log_path=tmp_path / "log",
+        extra=(
+            "--boot-menu-timeout",
+            "2",
+            "--ipxe-script",
+            str(template),
+            "--dhcp-reservation",
+            "52:54:00:00:00:41=10.232.0.41,pc41",
+        ),
+    )
+    proc.start()
+    try:
+        script = server.run("curl", "-sf", "http://10.232.0.1/boot.ipxe?mac=52-54-00-00-00-41")
+        assert script.stdout == "#!ipxe\necho custom for 52:54:00:00:00:41 timeout 2000\n"
+    finally:
+        assert proc.stop() == 0
+
+
+def test_bad_flag_value_names_the_key(tmp_path: Path) -> None:
+    result = run_netboot(
+        "serve", "--root", str(tmp_path), "--dhcp-reservation", "52:54:00:00:00:41=10.0.0.999"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "netboot serve: config error: dhcp.reservations.52:54:00:00:00:41.address: "
+        "'10.0.0.999' is not an IPv4 address (in command line)"
+    )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from netboot import config as config_mod
 from netboot import layout
+from netboot.config_flags import add_key_flags, overrides
 from netboot.image import publish
 from netboot.image.build import BuildOutcome, BuildSettings, build_image
 from netboot.image.errors import ImageError
@@ -88,6 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="SOURCE",
         help="NAME (BASE/NAME/ or BASE/NAME.img), a path, or / ; parts joined by ',,'",
+    )
+    add_key_flags(
+        parser,
+        ("image",),
+        taken=("image.base_dir", "image.mksquashfs_params", "image.ionice"),
     )
 
 
@@ -233,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         config_mod.apply_overrides(
             config,
             {
+                **overrides(args),
                 "server.root": str(args.root) if args.root else None,
                 "image.base_dir": str(args.base_dir) if args.base_dir else None,
             },

@@ -17,12 +17,13 @@ import asyncio
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
+
+from netboot import atomic
 
 log = logging.getLogger("netboot.dhcp.leases")
 
@@ -124,24 +125,8 @@ def _encode(leases: list[Lease], blocks: list[Block]) -> bytes:
 
 
 def write_atomically(path: Path, payload: bytes) -> None:
-    """Temp file + fsync + rename + fsync of the directory (blocking: run it in a thread)."""
-    directory = path.parent
-    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """The lease file's write (kept as a name here so tests can count writes)."""
+    atomic.write_atomically(path, payload, prefix=TEMP_PREFIX + path.name + ".")
 
 
 def read_lease_file(path: Path) -> tuple[list[Lease], list[Block]]:

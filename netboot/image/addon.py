@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from netboot import layout
+from netboot.atomic import write_atomically
 from netboot.image import cpio
 from netboot.image.standalone import (
     InitrdError,
@@ -23,7 +24,6 @@ from netboot.image.standalone import (
     add_modules,
     client_file,
     extract_kernel_files,
-    write_atomically,
 )
 
 log = logging.getLogger("netboot.image.addon")

@@ -12,10 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from netboot import config as config_mod
+from netboot.atomic import write_atomically
 
 EXPORT_OPTIONS = "*(ro,async,crossmnt,no_subtree_check,no_root_squash,insecure)"
 EXPORTS_FILE = Path("/etc/exports.d/netboot.exports")
@@ -51,18 +51,7 @@ def exports_text(paths: list[Path]) -> str:
 
 def install(text: str, target: Path = EXPORTS_FILE) -> str:
     """Write the exports file atomically; returns what happened to `exportfs`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, text.encode())
     exportfs = shutil.which("exportfs") or next(
         (p for p in ("/usr/sbin/exportfs", "/sbin/exportfs") if os.access(p, os.X_OK)), None
     )

@@ -13,10 +13,10 @@ import lzma
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from netboot.atomic import write_atomically
 from netboot.image import cpio
 from netboot.resources import ipxe_dir
 
@@ -205,31 +205,6 @@ def compress(data: bytes, zstd: bool) -> bytes:
         cmd = ["zstd", "-19", "-q", "-c"]
         return subprocess.run(cmd, input=data, capture_output=True, check=True).stdout
     return gzip.compress(data, compresslevel=9, mtime=0)
-
-
-def write_atomically(output: Path, data: bytes, replace: bool = True) -> None:
-    """temp file + fsync + rename in the same directory, so readers see old or new."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        if replace:
-            os.replace(tmp, output)
-        else:
-            os.link(tmp, output)  # fails if output appeared meanwhile: never overwrite
-            os.unlink(tmp)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(output.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def standalone_archive(image_tree: Path, kernel_version: str) -> cpio.Archive:

@@ -1,0 +1,154 @@
+"""Fixtures for the VM tests: one test LAN, one image and one `netboot serve` per session.
+
+Every boot has a timeout; a failed test leaves its consoles, the server log and the client
+records under test-artifacts/vm/<test-name>/ and prints their tails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # tests/support/kernel.py: the cached cloud kernel
+
+from support.kernel import cloud_kernel  # noqa: E402
+from vmbed import netns  # noqa: E402
+from vmbed.image import TestImage  # noqa: E402
+from vmbed.kernels import generic_kernel  # noqa: E402
+from vmbed.run import (  # noqa: E402
+    E1000_MACS,
+    GENERIC_IMAGE_NAME,
+    HOLD_MAC,
+    HOLD_SECONDS,
+    IMAGE_NAME,
+    SERIAL_CONSOLE,
+    VmRun,
+)
+from vmbed.server import NetbootServer, write_config  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--vm-full",
+        action="store_true",
+        default=False,
+        help="also run the slow real-distribution boot (make vm-test-full)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vm_full: the real-distribution boot (--vm-full)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    run_full = config.getoption("--vm-full") or os.environ.get("NETBOOT_VM_FULL") == "1"
+    for item in items:
+        if here not in Path(str(item.fspath)).parents:
+            continue
+        item.add_marker(pytest.mark.vm)
+        item.add_marker(pytest.mark.netns)
+        if item.get_closest_marker("vm_full") and not run_full:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="slow real-distribution boot: run with `make vm-test-full` (--vm-full)"
+                )
+            )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    setattr(item, f"vm_report_{report.when}", report)
+    return report
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise RuntimeError("vm-tests need root (network namespaces, tap devices, ports 67/69/80)")
+    for tool in ("qemu-system-x86_64", "dnsmasq", "ip", "curl", "unsquashfs"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"vm-tests need {tool} (run ./bootstrap.sh setup)")
+
+
+@pytest.fixture(scope="session")
+def vm_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _require_root()
+    netns.remove_stale_namespaces()
+    return tmp_path_factory.mktemp("vm")
+
+
+@pytest.fixture(scope="session")
+def test_image(vm_workdir: Path) -> TestImage:
+    """The tiny busybox image, built once with the real `netboot image`."""
+    kernel = cloud_kernel()
+    image = TestImage(
+        vm_workdir / "root", vm_workdir / "base", IMAGE_NAME, vm_workdir / "image-build.log"
+    )
+    image.root.mkdir()
+    image.build(kernel.root, kernel.version)
+    return image
+
+
+@pytest.fixture(scope="session")
+def generic_image(vm_workdir: Path, test_image: TestImage) -> TestImage:
+    """The same image on Debian's generic kernel (trimmed), for the e1000 clients."""
+    kernel = generic_kernel()
+    image = TestImage(test_image.root, test_image.base_dir, GENERIC_IMAGE_NAME,
+                      test_image.log)  # fmt: skip
+    image.build(kernel.root, kernel.version)
+    return image
+
+
+def start_lan(workdir: Path, foreign_dhcp: bool) -> netns.TestNetwork:
+    return netns.TestNetwork(workdir, foreign_dhcp=foreign_dhcp).create()
+
+
+@pytest.fixture(scope="session")
+def proxy_lan(vm_workdir: Path) -> Iterator[netns.TestNetwork]:
+    """The LAN with the site's DHCP server (dnsmasq, addresses only)."""
+    net = start_lan(vm_workdir / "lan-proxy", foreign_dhcp=True)
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+@pytest.fixture(scope="session")
+def proxy_server(proxy_lan: netns.TestNetwork, test_image: TestImage) -> Iterator[NetbootServer]:
+    """`netboot serve --dhcp proxy` for the whole session; it must stop cleanly on SIGTERM."""
+    workdir = proxy_lan.workdir
+    config = write_config(
+        workdir / "netboot.toml",
+        default_image=IMAGE_NAME,
+        kernel_params=SERIAL_CONSOLE,
+        clients={
+            HOLD_MAC: {"kernel_params": f"nbtest.hold={HOLD_SECONDS}"},
+            **{mac: {"image": GENERIC_IMAGE_NAME} for mac in E1000_MACS.values()},
+        },
+    )
+    server = NetbootServer(proxy_lan, test_image.root, config, workdir / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        code = server.stop()
+    assert code == 0, f"netboot serve did not exit cleanly on SIGTERM ({code}):\n{server.tail()}"
+
+
+@pytest.fixture
+def vm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VmRun]:
+    run = VmRun(tmp_path)
+    try:
+        yield run
+    finally:
+        call = getattr(request.node, "vm_report_call", None)
+        setup = getattr(request.node, "vm_report_setup", None)
+        failed = (call is None or call.failed) and not (call is None and setup and setup.skipped)
+        run.finish(failed, request.node.nodeid)

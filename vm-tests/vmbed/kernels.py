@@ -1,0 +1,95 @@
+"""A kernel that drives QEMU's e1000: Debian's generic kernel, trimmed to the boot modules.
+
+The cloud kernel the other tests use has no e1000 driver at all (CONFIG_E1000 is not set),
+so e1000 clients get their own image with the generic kernel. Only the modules a network
+boot needs (and their dependencies, from modules.dep) are kept, so the image stays as small
+as the cloud one. Downloaded once with `apt-get download` and cached like tests/support/kernel.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE = Path(os.environ.get("NETBOOT_TEST_CACHE", "/var/cache/netboot-tests"))
+META_PACKAGE = "linux-image-amd64"
+BOOT_MODULES = ("e1000", "e1000e", "virtio_net", "virtio_pci", "af_packet", "loop", "squashfs",
+                "overlay")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Kernel:
+    root: Path  # holds boot/vmlinuz-VERSION and lib/modules/VERSION
+    version: str
+
+
+def _package_name() -> str:
+    out = subprocess.run(["apt-cache", "depends", META_PACKAGE], capture_output=True, text=True,
+                         check=False).stdout  # fmt: skip
+    match = re.search(r"Depends:\s+(linux-image-\d\S+-amd64)", out)
+    if not match:
+        raise RuntimeError(f"cannot resolve {META_PACKAGE} with apt-cache depends "
+                           "(run apt-get update)")  # fmt: skip
+    return match.group(1)
+
+
+def _with_dependencies(modules_dir: Path, names: tuple[str, ...]) -> list[str]:
+    """Paths (relative to lib/modules/VER) of the named modules and everything they need."""
+    deps: dict[str, list[str]] = {}
+    by_name: dict[str, str] = {}
+    for line in (modules_dir / "modules.dep").read_text().splitlines():
+        path, _, rest = line.partition(":")
+        deps[path] = rest.split()
+        by_name[Path(path).name.split(".ko")[0].replace("-", "_")] = path
+    wanted: list[str] = []
+    todo = [by_name[n] for n in names if n in by_name]
+    while todo:
+        path = todo.pop()
+        if path not in wanted:
+            wanted.append(path)
+            todo.extend(deps.get(path, []))
+    return wanted
+
+
+def generic_kernel() -> Kernel:
+    """Debian's generic kernel with only its boot modules; cached after the first call."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for tree in sorted(CACHE.glob("generic-boot-*")):
+            versions = list((tree / "lib" / "modules").glob("*"))
+            if (tree / ".complete").exists() and versions:
+                return Kernel(tree, versions[0].name)
+        package = _package_name()
+        if not list(CACHE.glob(f"{package}_*.deb")):
+            subprocess.run(["apt-get", "download", package], cwd=CACHE, check=True,
+                           capture_output=True)  # fmt: skip
+        deb = sorted(CACHE.glob(f"{package}_*.deb"))[0]
+        version = package.removeprefix("linux-image-")
+        tree = CACHE / f"generic-boot-{version}"
+        shutil.rmtree(tree, ignore_errors=True)
+        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+            full = Path(tmp)
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(full)], check=True)
+            subprocess.run(["depmod", "-b", str(full), version], check=True)
+            source = full / "lib/modules" / version
+            target = tree / "lib/modules" / version
+            target.mkdir(parents=True)
+            for rel in _with_dependencies(source, BOOT_MODULES):
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source / rel, target / rel)
+            for meta in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
+                if (source / meta).exists():
+                    shutil.copy2(source / meta, target / meta)
+            (tree / "boot").mkdir()
+            shutil.copy2(full / "boot" / f"vmlinuz-{version}", tree / "boot")
+        subprocess.run(["depmod", "-b", str(tree), version], check=True)
+        (tree / ".complete").touch()
+        # the .deb is kept: a later re-extraction needs no download
+        return Kernel(tree, version)

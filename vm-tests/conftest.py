@@ -7,7 +7,9 @@ records under test-artifacts/vm/<test-name>/ and prints their tails.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,8 @@ from vmbed import netns  # noqa: E402
 from vmbed.image import TestImage  # noqa: E402
 from vmbed.kernels import generic_kernel  # noqa: E402
 from vmbed.run import (  # noqa: E402
+    DISTRO_IMAGE_NAME,
+    DISTRO_MAC,
     E1000_MACS,
     GENERIC_IMAGE_NAME,
     HOLD_MAC,
@@ -121,7 +125,18 @@ def proxy_lan(vm_workdir: Path) -> Iterator[netns.TestNetwork]:
 
 
 @pytest.fixture(scope="session")
-def proxy_server(proxy_lan: netns.TestNetwork, test_image: TestImage) -> Iterator[NetbootServer]:
+def root_password_hash() -> str:
+    """A SHA-512 crypt hash of a random password: the `[clients] root_password_hash`."""
+    return subprocess.run(
+        ["openssl", "passwd", "-6", "-salt", secrets.token_hex(8), secrets.token_hex(12)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def proxy_server(
+    proxy_lan: netns.TestNetwork, test_image: TestImage, root_password_hash: str
+) -> Iterator[NetbootServer]:
     """`netboot serve --dhcp proxy` for the whole session; it must stop cleanly on SIGTERM."""
     workdir = proxy_lan.workdir
     config = write_config(
@@ -131,7 +146,9 @@ def proxy_server(proxy_lan: netns.TestNetwork, test_image: TestImage) -> Iterato
         clients={
             HOLD_MAC: {"kernel_params": f"nbtest.hold={HOLD_SECONDS}"},
             **{mac: {"image": GENERIC_IMAGE_NAME} for mac in E1000_MACS.values()},
+            DISTRO_MAC: {"image": DISTRO_IMAGE_NAME},
         },
+        client_defaults={"root_password_hash": root_password_hash},
     )
     server = NetbootServer(proxy_lan, test_image.root, config, workdir / "server.log")
     server.start()

@@ -15,7 +15,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,37 +156,10 @@ def publish(root: Path, base_dir: Path, name: str, log: Path) -> Published:
     if current is None:
         raise RuntimeError(f"netboot image {name}: no {layout.CURRENT} link after publishing")
     if current.initrd is None and current.standalone_initrd is None:
-        _add_standalone(root, name, current.version, log)
+        # the contract: an image without an initramfs is published with standalone.img
+        raise AssertionError(f"netboot image published {name} {current.version} without "
+                             "initrd.img or standalone.img")  # fmt: skip
     return Published(name, current.version, current.directory, current.manifest, stamp)
-
-
-def _add_standalone(root: Path, name: str, version: str, log: Path) -> None:
-    """The documented contract is that `netboot image` makes standalone.img itself for an
-    image without initramfs; until it does, make it with `netboot initrd --standalone`."""
-    warnings.warn(
-        f"netboot image published {name} {version} without an initrd or standalone.img; "
-        "built it with `netboot initrd --standalone`",
-        stacklevel=3,
-    )
-    with open(log, "ab") as out:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "netboot",
-                "initrd",
-                "--root",
-                str(root),
-                "--standalone",
-                name,
-                "--version",
-                version,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-            check=True,
-        )
 
 
 class TestImage:

@@ -15,6 +15,9 @@ IMAGE_NAME = "vmtest"
 # e1000 clients are sent to it by their per-client `image` setting.
 GENERIC_IMAGE_NAME = "vmtest-generic"
 E1000_MACS = {"bios": "52:54:00:4e:42:e1", "uefi": "52:54:00:4e:42:e2"}
+# The real-distribution client (make vm-test-full) boots the debootstrapped image.
+DISTRO_IMAGE_NAME = "bookworm"
+DISTRO_MAC = "52:54:00:4e:42:d1"
 BOOT_TIMEOUT = float(os.environ.get("NETBOOT_VM_BOOT_TIMEOUT", "300"))
 SERIAL_CONSOLE = "console=ttyS0"
 # The rebuild test's first client: its init keeps printing its stamp instead of powering off.

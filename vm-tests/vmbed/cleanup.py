@@ -47,9 +47,11 @@ def run_all() -> None:
 
 
 def _on_signal(signum: int, _frame: object) -> None:
-    # turn SIGTERM/SIGHUP into an exception so pytest's finally blocks run, then exit
+    # Clean up first, then stop the whole run the way Ctrl-C does: pytest ends the session
+    # on KeyboardInterrupt, whereas SystemExit would only fail one test and go on with the
+    # next ones on a bed that is gone.
     run_all()
-    raise SystemExit(128 + signum)
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _install() -> None:

@@ -30,13 +30,15 @@ class Kernel:
 
 
 def _package_name() -> str:
-    out = subprocess.run(["apt-cache", "depends", META_PACKAGE], capture_output=True, text=True,
-                         check=False).stdout  # fmt: skip
-    match = re.search(r"Depends:\s+(linux-image-\d\S+-amd64)", out)
-    if not match:
-        raise RuntimeError(f"cannot resolve {META_PACKAGE} with apt-cache depends "
-                           "(run apt-get update)")  # fmt: skip
-    return match.group(1)
+    for attempt in range(2):
+        if attempt:  # a fresh machine may have no package lists yet
+            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        out = subprocess.run(["apt-cache", "depends", META_PACKAGE], capture_output=True,
+                             text=True, check=False).stdout  # fmt: skip
+        match = re.search(r"Depends:\s+(linux-image-\d\S+-amd64)", out)
+        if match:
+            return match.group(1)
+    raise RuntimeError(f"cannot resolve {META_PACKAGE} with apt-cache depends")
 
 
 def _with_dependencies(modules_dir: Path, names: tuple[str, ...]) -> list[str]:

@@ -1,69 +1,13 @@
-"""Fixtures shared by the fast tests: a two-namespace LAN with `netboot serve` on it."""
+"""Fixtures shared by the fast tests (defined in support/, registered here)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from support.netns import NetNamespace, veth
-from support.serve import ServeProcess
-
-SERVER_IP = "10.231.0.1"
-CLIENT_IP = "10.231.0.50"
+from support.lan import lan  # noqa: F401 - the module-scoped LAN fixture
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if os.geteuid() != 0:
         raise pytest.UsageError("netboot's tests need root (network namespaces, ports < 1024)")
-
-
-@dataclass
-class Lan:
-    """A server namespace running netboot serve and a client namespace, on one veth link."""
-
-    server_ns: NetNamespace
-    client_ns: NetNamespace
-    serve: ServeProcess
-    root: Path
-
-    def curl(self, path: str, *args: str) -> subprocess.CompletedProcess:
-        """curl the server from the client namespace, as a booting machine would."""
-        return self.serve.curl(path, *args, ns=self.client_ns)
-
-    def client_socket(self, port: int = 68, timeout: float = 3.0) -> socket.socket:
-        """A UDP socket in the client namespace, bound like a DHCP client's."""
-        with self.client_ns.entered():
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"vcli")
-        sock.bind(("0.0.0.0", port))
-        sock.settimeout(timeout)
-        return sock
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    tmp = tmp_path_factory.mktemp("lan")
-    root = tmp / "root"
-    server_ns = NetNamespace("nbsrv")
-    client_ns = NetNamespace("nbcli")
-    serve = None
-    try:
-        veth(server_ns, "vsrv", f"{SERVER_IP}/24", client_ns, "vcli", f"{CLIENT_IP}/24")
-        serve = ServeProcess(
-            server_ns, root, interface="vsrv", address=SERVER_IP, log_path=tmp / "serve.log"
-        ).start()
-        yield Lan(server_ns, client_ns, serve, root)
-    finally:
-        if serve is not None:
-            serve.stop()
-        client_ns.close()
-        server_ns.close()
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import SERVER_IP, Lan
+from support.lan import SERVER_IP, Lan
 
 from netboot import layout
 

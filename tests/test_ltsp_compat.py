@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SERVER_IP, Lan
+from support.lan import SERVER_IP, Lan
 from support.serve import ServeProcess
 
 

@@ -8,8 +8,8 @@ import socket
 import time
 
 import pytest
-from conftest import SERVER_IP, Lan
 from scapy.layers.dhcp import BOOTP, DHCP
+from support.lan import SERVER_IP, Lan
 
 from netboot.dhcp.packet import parse_reply
 from netboot.dhcp.pxe import PXE_SKIP_DISCOVERY_WITH_MENU
@@ -144,6 +144,7 @@ def test_ipxe_client_gets_the_script_url(lan: Lan) -> None:
     assert answer is not None
     bootp, options, _ = answer
     assert bootp.file.rstrip(b"\0") == f"http://{SERVER_IP}/boot.ipxe".encode()
+    assert bootp.siaddr == SERVER_IP
     assert options[43] == PXE_SKIP_DISCOVERY_WITH_MENU  # iPXE drops proxy ACKs without a menu
 
 

@@ -6,7 +6,6 @@ records under test-artifacts/vm/<test-name>/ and prints their tails.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import shutil
@@ -14,7 +13,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from vmbed import netns
@@ -35,22 +33,10 @@ from vmbed.server import NetbootServer, write_config
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-FAST_TESTS_CONFTEST = REPO / "tests" / "conftest.py"
 
 
-def _load_support_kernel() -> ModuleType:
-    """tests/support/kernel.py (the cached cloud kernel), loaded from its file: putting tests/
-    on sys.path from here would change which `conftest` the fast tests import names from."""
-    path = REPO / "tests" / "support" / "kernel.py"
-    spec = importlib.util.spec_from_file_location("netboot_vm_support_kernel", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-cloud_kernel = _load_support_kernel().cloud_kernel
+sys.path.insert(0, str(REPO / "tests"))
+from support.kernel import cloud_kernel  # noqa: E402 - the cached cloud kernel helper
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,12 +50,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm_full: the real-distribution boot (--vm-full)")
-    # Rootless conftest.py files share the module name `conftest`, and the last one pytest
-    # loads owns sys.modules["conftest"]. In `pytest tests vm-tests` that is this one, which
-    # would break the fast tests' `from conftest import ...`: hand the name back to theirs.
-    for plugin in config.pluginmanager.get_plugins():
-        if Path(getattr(plugin, "__file__", "") or "/") == FAST_TESTS_CONFTEST:
-            sys.modules["conftest"] = plugin
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -520,7 +520,7 @@ class FullDhcpServer:
         answer = self.policy.pxe_answer(request) if request.is_pxe else None
         if isinstance(answer, PxeAnswer):
             options.extend(pxe_options(request, answer))
-            siaddr = "0.0.0.0" if answer.via_http else self.server_ip
+            siaddr = self.server_ip  # the boot server, for HTTP answers too (see proxy.py)
             boot_file = answer.boot_file
         payload = packet.build_reply(
             request if msg_type == ACK else replace(request, ciaddr="0.0.0.0"),

@@ -138,12 +138,13 @@ class ProxyDhcpServer:
             self.records.event(mac, "dhcp-no-answer", arch=request.arch, reason=answer.reason)
             return None
         reply_type = OFFER if request.msg_type == DISCOVER else ACK
-        siaddr = "0.0.0.0" if answer.via_http else self.server_ip
         payload = packet.build_reply(
             request,
             reply_type,
             server_ip=self.server_ip,
-            siaddr=siaddr,
+            # next-server is us for HTTP answers too: some iPXE builds only count a proxy
+            # answer as a boot answer with siaddr set
+            siaddr=self.server_ip,
             boot_file=answer.boot_file,
             options=pxe_options(request, answer),
         )

@@ -61,8 +61,9 @@ def cloud_kernel() -> KernelTree:
         package = _package_name()
         debs = list(CACHE.glob(f"{package}_*.deb"))
         if not debs:
-            subprocess.run(["apt-get", "download", package], cwd=CACHE, check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["apt-get", "download", package], cwd=CACHE, check=True, capture_output=True
+            )
             debs = list(CACHE.glob(f"{package}_*.deb"))
         version = package.removeprefix("linux-image-")
         tree = CACHE / f"tree-{version}"

@@ -7,7 +7,9 @@
         vmlinuz, initrd.img              kernel and the image's own initramfs (if any)
         standalone.img                   busybox initramfs (images without initramfs-tools)
         manifest.json                    {"name", "version", "size", "sha256", "kernel_version",
-                                          "created", "source"}
+                                          "kernel", "initrd", "standalone_initrd", "created",
+                                          "source", "cleanup", "mksquashfs_params",
+                                          "kernel_from" (versions made by `netboot kernel`)}
     ROOT/images/NAME/current  -> versions/VER     switched atomically (rename of a new symlink)
     ROOT/images/NAME/previous -> versions/VER     the backup that `netboot image -r` restores
 

@@ -10,11 +10,11 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.kernel import cloud_kernel
 from vmbed import netns
 from vmbed.image import TestImage
 from vmbed.kernels import generic_kernel
@@ -33,10 +33,6 @@ from vmbed.server import NetbootServer, write_config
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-
-
-sys.path.insert(0, str(REPO / "tests"))
-from support.kernel import cloud_kernel  # noqa: E402 - the cached cloud kernel helper
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

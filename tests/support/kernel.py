@@ -33,20 +33,30 @@ class KernelTree:
         return self.root / "lib" / "modules" / self.version
 
 
-def _package_name() -> str:
-    out = subprocess.run(
-        ["apt-cache", "depends", META_PACKAGE], capture_output=True, text=True, check=False
-    ).stdout
-    match = re.search(r"Depends:\s+(linux-image-\S+-cloud-amd64)", out)
-    if not match:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
+def resolve_package(meta: str, pattern: str) -> str:
+    """The versioned kernel package a meta package depends on (`linux-image-cloud-amd64` ->
+    `linux-image-6.1.0-56-cloud-amd64`); refreshes the package lists once if they are
+    missing, as on a fresh machine."""
+    for attempt in range(2):
+        if attempt:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
         out = subprocess.run(
-            ["apt-cache", "depends", META_PACKAGE], capture_output=True, text=True, check=True
+            ["apt-cache", "depends", meta], capture_output=True, text=True, check=False
         ).stdout
-        match = re.search(r"Depends:\s+(linux-image-\S+-cloud-amd64)", out)
-    if not match:
-        raise RuntimeError(f"cannot resolve {META_PACKAGE} with apt-cache depends")
-    return match.group(1)
+        match = re.search(rf"Depends:\s+({pattern})", out)
+        if match:
+            return match.group(1)
+    raise RuntimeError(f"cannot resolve {meta} with apt-cache depends")
+
+
+def download_deb(package: str) -> Path:
+    """The package's .deb in the cache, fetched with `apt-get download` the first time."""
+    debs = sorted(CACHE.glob(f"{package}_*.deb"))
+    if not debs:
+        subprocess.run(["apt-get", "download", package], cwd=CACHE, check=True,
+                       capture_output=True)  # fmt: skip
+        debs = sorted(CACHE.glob(f"{package}_*.deb"))
+    return debs[0]
 
 
 def cloud_kernel() -> KernelTree:
@@ -58,17 +68,12 @@ def cloud_kernel() -> KernelTree:
             versions = list((tree / "lib" / "modules").glob("*"))
             if (tree / ".complete").exists() and versions:
                 return KernelTree(tree, versions[0].name)
-        package = _package_name()
-        debs = list(CACHE.glob(f"{package}_*.deb"))
-        if not debs:
-            subprocess.run(
-                ["apt-get", "download", package], cwd=CACHE, check=True, capture_output=True
-            )
-            debs = list(CACHE.glob(f"{package}_*.deb"))
+        package = resolve_package(META_PACKAGE, r"linux-image-\S+-cloud-amd64")
+        deb = download_deb(package)
         version = package.removeprefix("linux-image-")
         tree = CACHE / f"tree-{version}"
         subprocess.run(["rm", "-rf", str(tree)], check=True)
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tree)], check=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
         subprocess.run(["depmod", "-b", str(tree), version], check=True)
         (tree / ".complete").touch()
         return KernelTree(tree, version)

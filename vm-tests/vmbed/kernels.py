@@ -9,15 +9,16 @@ as the cloud one. Downloaded once with `apt-get download` and cached like tests/
 from __future__ import annotations
 
 import fcntl
-import os
-import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-CACHE = Path(os.environ.get("NETBOOT_TEST_CACHE", "/var/cache/netboot-tests"))
+from support.kernel import CACHE, download_deb, resolve_package
+
+from netboot.image.standalone import resolve_modules
+
 META_PACKAGE = "linux-image-amd64"
 BOOT_MODULES = ("e1000", "e1000e", "virtio_net", "virtio_pci", "af_packet", "loop", "squashfs",
                 "overlay")  # fmt: skip
@@ -29,36 +30,6 @@ class Kernel:
     version: str
 
 
-def _package_name() -> str:
-    for attempt in range(2):
-        if attempt:  # a fresh machine may have no package lists yet
-            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
-        out = subprocess.run(["apt-cache", "depends", META_PACKAGE], capture_output=True,
-                             text=True, check=False).stdout  # fmt: skip
-        match = re.search(r"Depends:\s+(linux-image-\d\S+-amd64)", out)
-        if match:
-            return match.group(1)
-    raise RuntimeError(f"cannot resolve {META_PACKAGE} with apt-cache depends")
-
-
-def _with_dependencies(modules_dir: Path, names: tuple[str, ...]) -> list[str]:
-    """Paths (relative to lib/modules/VER) of the named modules and everything they need."""
-    deps: dict[str, list[str]] = {}
-    by_name: dict[str, str] = {}
-    for line in (modules_dir / "modules.dep").read_text().splitlines():
-        path, _, rest = line.partition(":")
-        deps[path] = rest.split()
-        by_name[Path(path).name.split(".ko")[0].replace("-", "_")] = path
-    wanted: list[str] = []
-    todo = [by_name[n] for n in names if n in by_name]
-    while todo:
-        path = todo.pop()
-        if path not in wanted:
-            wanted.append(path)
-            todo.extend(deps.get(path, []))
-    return wanted
-
-
 def generic_kernel() -> Kernel:
     """Debian's generic kernel with only its boot modules; cached after the first call."""
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -68,11 +39,8 @@ def generic_kernel() -> Kernel:
             versions = list((tree / "lib" / "modules").glob("*"))
             if (tree / ".complete").exists() and versions:
                 return Kernel(tree, versions[0].name)
-        package = _package_name()
-        if not list(CACHE.glob(f"{package}_*.deb")):
-            subprocess.run(["apt-get", "download", package], cwd=CACHE, check=True,
-                           capture_output=True)  # fmt: skip
-        deb = sorted(CACHE.glob(f"{package}_*.deb"))[0]
+        package = resolve_package(META_PACKAGE, r"linux-image-\d\S+-amd64")
+        deb = download_deb(package)
         version = package.removeprefix("linux-image-")
         tree = CACHE / f"generic-boot-{version}"
         shutil.rmtree(tree, ignore_errors=True)
@@ -83,7 +51,7 @@ def generic_kernel() -> Kernel:
             source = full / "lib/modules" / version
             target = tree / "lib/modules" / version
             target.mkdir(parents=True)
-            for rel in _with_dependencies(source, BOOT_MODULES):
+            for rel in resolve_modules(source, BOOT_MODULES):
                 (target / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source / rel, target / rel)
             for meta in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):

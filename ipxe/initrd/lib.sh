@@ -9,6 +9,7 @@ NB_BB=${NB_BB:-/netboot/bin/busybox}
 NB_RUN=/run/netboot
 NB_RETRIES=5
 NB_STALL=60
+NB_NFS_TIMEOUT=30
 
 nb_say() {
 	echo "netboot: $*"
@@ -50,14 +51,29 @@ nb_parse_cmdline() {
 }
 
 # Load the modules listed in /netboot/modules/$(uname -r)/order (paths, in dependency
-# order). The image's own modprobe wins when it knows the module; our copy is the fallback.
+# order), and for netboot.method=nfs those in nfs-order (the kernel's NFS client; the add-on
+# carries them, initramfs-tools' MODULES=dep would leave them out). The image's own
+# modprobe wins when it knows the module; our copy is the fallback.
 nb_load_modules() {
 	nb_kver=$($NB_BB uname -r)
 	nb_dir=/netboot/modules/$nb_kver
 	if [ ! -f "$nb_dir/order" ]; then
 		nb_say "no bundled modules for kernel $nb_kver, relying on the initramfs"
-		return 0
+	else
+		nb_load_list "$nb_dir" order
 	fi
+	[ "$NB_METHOD" = nfs ] || return 0
+	if [ -f "$nb_dir/nfs-order" ]; then
+		nb_load_list "$nb_dir" nfs-order
+	elif command -v modprobe >/dev/null 2>&1; then
+		modprobe -q nfsv4 2>/dev/null
+		modprobe -q nfsv3 2>/dev/null
+	fi
+	return 0
+}
+
+# nb_load_list DIR LIST: the modules named (as paths) in DIR/LIST, in that order.
+nb_load_list() {
 	while read -r nb_mod; do
 		[ -n "$nb_mod" ] || continue
 		nb_name=${nb_mod##*/}
@@ -67,9 +83,9 @@ nb_load_modules() {
 		if command -v modprobe >/dev/null 2>&1 && modprobe -q "$nb_name" 2>/dev/null; then
 			continue
 		fi
-		$NB_BB insmod "$nb_dir/$nb_mod" 2>/dev/null || [ -d "/sys/module/$nb_name" ] ||
+		$NB_BB insmod "$1/$nb_mod" 2>/dev/null || [ -d "/sys/module/$nb_name" ] ||
 			nb_say "warning: could not load module $nb_name"
-	done <"$nb_dir/order"
+	done <"$1/$2"
 }
 
 # The interface to use: the BOOTIF MAC (01-aa-bb-...) if given, else the first Ethernet
@@ -265,6 +281,89 @@ nb_get_http() {
 	nb_say "image fetched and verified"
 }
 
+# nb_bounded SECS COMMAND...: run COMMAND (a function too), killed (SIGKILL) after SECS
+# seconds. busybox timeout would not do: it cannot run a shell function.
+nb_bounded() {
+	nb_secs=$1 nb_limit=$1
+	shift
+	"$@" &
+	nb_cmd=$!
+	(
+		while [ "$nb_secs" -gt 0 ] && kill -0 "$nb_cmd" 2>/dev/null; do
+			$NB_BB sleep 1
+			nb_secs=$((nb_secs - 1))
+		done
+		kill -9 "$nb_cmd" 2>/dev/null && nb_say "gave up on $1 after ${nb_limit}s"
+	) &
+	nb_dog=$!
+	wait "$nb_cmd"
+	nb_rc=$?
+	kill "$nb_dog" 2>/dev/null
+	return "$nb_rc"
+}
+
+# nb_mount_nfs4 SERVER:/EXPORT DIR ADDR: NFSv4, one TCP connection to port 2049 (no
+# portmapper, no mountd: what nfs-ganesha and firewalled servers offer). busybox has no NFS
+# helper of its own, so its mount hands the options to the kernel, which wants the server
+# as addr= (and clientaddr= for NFSv4.0 callbacks). Bounded: a server that drops port 2049
+# must not hang the boot before NFSv3 is tried.
+nb_mount_nfs4() {
+	nb_bounded "$NB_NFS_TIMEOUT" $NB_BB mount -t nfs4 \
+		-o "ro,addr=$3${IPADDR:+,clientaddr=$IPADDR}" "$1" "$2"
+}
+
+# nb_mount_nfs3 SERVER:/EXPORT DIR ADDR: NFSv3 as LTSP mounts it, with the initramfs's klibc
+# nfsmount (which asks the server's portmapper, and keeps asking one that is not there:
+# bounded too), else through busybox mount (the kernel asks the portmapper itself; it needs
+# the address, so not for a host name).
+nb_mount_nfs3() {
+	if command -v nfsmount >/dev/null 2>&1; then
+		nb_bounded "$NB_NFS_TIMEOUT" nfsmount -o ro,nolock "$1" "$2"
+	elif [ -n "$3" ]; then
+		nb_bounded "$NB_NFS_TIMEOUT" $NB_BB mount -t nfs -o "ro,nolock,vers=3,addr=$3" "$1" "$2"
+	else
+		return 1
+	fi
+}
+
+# nb_net_value KEY: a value from net.conf (KEY='value'), whichever stage wrote it.
+nb_net_value() {
+	[ -s "$NB_RUN/net.conf" ] && $NB_BB sed -n "s/^$1='\(.*\)'$/\1/p" "$NB_RUN/net.conf"
+}
+
+# NFSv4.1 and later name a client to the server by its host name, which is "(none)" in
+# every initramfs: clients booting together would take over each other's client ID (and
+# state) or be refused. The NIC's MAC makes the name unique (nfs4_unique_id).
+nb_nfs_client_id() {
+	nb_id_file=/sys/module/nfs/parameters/nfs4_unique_id
+	[ -w "$nb_id_file" ] && [ -z "$(cat "$nb_id_file" 2>/dev/null)" ] || return 0
+	nb_dev=$(nb_net_value NETDEV)
+	[ -n "$nb_dev" ] && [ -r "/sys/class/net/$nb_dev/address" ] || return 0
+	echo "netboot-$(cat "/sys/class/net/$nb_dev/address")" >"$nb_id_file"
+}
+
+# Mount netboot.nfs read-only at $1: NFSv4 first when the server is an IPv4 address, then
+# NFSv3.
+nb_mount_nfs() {
+	nb_host=${NB_NFS%%:*}
+	nb_addr=
+	case $nb_host in
+	"" | *[!0-9.]*) ;;
+	*) nb_addr=$nb_host ;;
+	esac
+	[ -n "$IPADDR" ] || IPADDR=$(nb_net_value IPADDR)
+	nb_nfs_client_id
+	if [ -n "$nb_addr" ]; then
+		if nb_mount_nfs4 "$NB_NFS" "$1" "$nb_addr"; then
+			nb_say "mounted $NB_NFS over NFSv4"
+			return 0
+		fi
+		nb_say "NFSv4 mount of $NB_NFS failed, trying NFSv3"
+	fi
+	nb_mount_nfs3 "$NB_NFS" "$1" "$nb_addr" || return 1
+	nb_say "mounted $NB_NFS over NFSv3"
+}
+
 # NFS method (LTSP's chain): mount the export read-only, then use the squashfs in place or
 # copy it to RAM first (netboot.toram=1). Sets NB_SQUASHFS.
 nb_get_nfs() {
@@ -272,11 +371,8 @@ nb_get_nfs() {
 	[ -n "$NB_PATH" ] || nb_die "netboot.path= is missing from the kernel command line"
 	$NB_BB mkdir -p "$NB_RUN/nfs"
 	nb_say "mounting $NB_NFS"
-	if command -v nfsmount >/dev/null 2>&1; then
-		nfsmount -o ro,nolock "$NB_NFS" "$NB_RUN/nfs"
-	else
-		$NB_BB mount -t nfs -o ro,nolock,vers=3 "$NB_NFS" "$NB_RUN/nfs"
-	fi || nb_die "could not mount NFS export $NB_NFS"
+	nb_mount_nfs "$NB_RUN/nfs" ||
+		nb_die "could not mount NFS export $NB_NFS (tried NFSv4 and NFSv3)"
 	NB_SQUASHFS=$NB_RUN/nfs/${NB_PATH#/}
 	[ -f "$NB_SQUASHFS" ] || nb_die "$NB_PATH not found in NFS export $NB_NFS"
 	if [ "$NB_TORAM" = 1 ]; then

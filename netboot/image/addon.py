@@ -4,7 +4,8 @@ to boot netboot's squashfs (over HTTP or NFS) with a tmpfs overlay.
 iPXE loads it as a second initrd; the kernel unpacks it over the image's initramfs, so it
 is an *uncompressed* newc cpio that only adds files under names the image does not use:
 `/scripts/netboot` (run for `boot=netboot`) and `/netboot/` (busybox-static, the shared
-client library, and per kernel version the modules initramfs-tools leaves out).
+client library, and per kernel version the modules initramfs-tools leaves out, plus the
+kernel's NFS client for the NFS method, listed apart in `nfs-order`).
 One add-on serves every image: modules are bundled for each kernel version published.
 """
 
@@ -19,9 +20,11 @@ from netboot import layout
 from netboot.atomic import write_atomically
 from netboot.image import cpio
 from netboot.image.standalone import (
+    NFS_MODULES,
     InitrdError,
     add_client_files,
     add_modules,
+    add_nfs_modules,
     client_file,
     extract_kernel_files,
 )
@@ -52,6 +55,7 @@ def addon_archive(kernel_trees: dict[str, Path]) -> cpio.Archive:
     add_client_files(archive)
     for version, tree in sorted(kernel_trees.items()):
         add_modules(archive, tree, version)
+        add_nfs_modules(archive, tree, version)
     return archive
 
 
@@ -64,7 +68,7 @@ def build_addon(root: Path, output: Path) -> list[str]:
         for version, squashfs in kernels.items():
             tree = Path(tmp) / version
             try:
-                trees[version] = extract_kernel_files(squashfs, version, tree)
+                trees[version] = extract_kernel_files(squashfs, version, tree, NFS_MODULES)
             except InitrdError as exc:
                 # one broken image must not stop the add-on for all the others
                 log.warning("no modules for kernel %s: %s", version, exc)

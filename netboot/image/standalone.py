@@ -30,6 +30,10 @@ WANTED_MODULES = (
     "virtio_pci", "virtio_net", "e1000", "e1000e", "af_packet", "loop", "squashfs", "overlay",
 )  # fmt: skip
 REQUIRED_MODULES = ("loop", "squashfs", "overlay")
+# The kernel's NFS client (and sunrpc, lockd, ... through modules.dep) for
+# netboot.method=nfs: the add-on only, the standalone initramfs fetches over HTTP. Optional:
+# a kernel without them cannot use the NFS method, the rest still works.
+NFS_MODULES = ("nfsv4", "nfsv3")
 
 
 class InitrdError(Exception):
@@ -155,22 +159,40 @@ def module_bytes(path: Path) -> bytes:
     return data
 
 
-def add_modules(archive: cpio.Archive, tree: Path, version: str) -> list[str]:
-    """Pack resolved modules as /netboot/modules/VER/<path> plus their load `order`."""
-    directory = modules_dir(tree, version)
-    order = resolve_modules(directory)
+def _pack_modules(archive: cpio.Archive, directory: Path, version: str, paths: list[str],
+                  list_name: str) -> list[str]:  # fmt: skip
     plain = []
-    for path in order:
+    for path in paths:
         name = path.removesuffix(".xz").removesuffix(".gz").removesuffix(".zst")
         archive.file(f"netboot/modules/{version}/{name}", module_bytes(directory / path))
         plain.append(name)
-    archive.file(f"netboot/modules/{version}/order", "".join(f"{p}\n" for p in plain).encode())
+    archive.file(f"netboot/modules/{version}/{list_name}",
+                 "".join(f"{p}\n" for p in plain).encode())  # fmt: skip
     return plain
 
 
-def extract_kernel_files(squashfs: Path, version: str, dest: Path) -> Path:
-    """Unpack what the initrds need of kernel VER (modules.dep, the wanted modules, the
-    kernel config) from an image's squashfs into dest; returns dest as an image tree."""
+def add_modules(archive: cpio.Archive, tree: Path, version: str) -> list[str]:
+    """Pack resolved modules as /netboot/modules/VER/<path> plus their load `order`."""
+    directory = modules_dir(tree, version)
+    return _pack_modules(archive, directory, version, resolve_modules(directory), "order")
+
+
+def add_nfs_modules(archive: cpio.Archive, tree: Path, version: str) -> list[str]:
+    """Pack the NFS client modules not already in `order` plus their load list `nfs-order`;
+    none (and no list) when the tree lacks them."""
+    directory = modules_dir(tree, version)
+    packed = set(resolve_modules(directory))
+    paths = [path for path in resolve_modules(directory, NFS_MODULES)
+             if path not in packed and (directory / path).is_file()]  # fmt: skip
+    return _pack_modules(archive, directory, version, paths, "nfs-order") if paths else []
+
+
+def extract_kernel_files(
+    squashfs: Path, version: str, dest: Path, extra: tuple[str, ...] = ()
+) -> Path:
+    """Unpack what the initrds need of kernel VER (modules.dep, the wanted modules and the
+    `extra` ones, the kernel config) from an image's squashfs into dest; returns dest as an
+    image tree. Modules the squashfs lacks are left out (unsquashfs skips missing paths)."""
 
     def unsquash(paths: list[str]) -> None:
         cmd = ["unsquashfs", "-q", "-n", "-f", "-follow", "-d", str(dest), str(squashfs), *paths]
@@ -187,7 +209,8 @@ def extract_kernel_files(squashfs: Path, version: str, dest: Path) -> Path:
         unsquash([f"usr/lib/modules/{version}/{m}" for m in meta])
         directory = modules_dir(dest, version)
     prefix = directory.relative_to(dest).as_posix()
-    unsquash([f"{prefix}/{path}" for path in resolve_modules(directory)])
+    paths = resolve_modules(directory) + (resolve_modules(directory, extra) if extra else [])
+    unsquash([f"{prefix}/{path}" for path in dict.fromkeys(paths)])
     return dest
 
 

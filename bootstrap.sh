@@ -22,6 +22,11 @@ need_debs() {
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # nfs-ganesha is only for the NFS tests, run inside their own namespaces: keep the
+        # host's service (enabled by the package on systemd hosts) off
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now nfs-ganesha.service >/dev/null 2>&1 || true
+        fi
     fi
 }
 

@@ -381,6 +381,7 @@ def test_lib_nfs_method(tmp_path: Path, toram: str) -> None:
     result = run_lib(
         tmp_path,
         f"""
+nb_mount_nfs4() {{ echo "NFS4 $*"; return 1; }}
 nfsmount() {{ echo "NFSMOUNT $*"; rmdir "$4" && ln -s {export} "$4"; }}
 NB_NFS=10.0.0.1:/srv/netboot NB_PATH=images/demo/versions/1/root.squashfs NB_TORAM={toram}
 NB_SIZE={len(payload)} NB_SHA256={hashlib.sha256(payload).hexdigest()}
@@ -389,6 +390,8 @@ echo "GOT $NB_SQUASHFS"
 """,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # NFSv4 is tried first; when it fails the NFSv3 mount (klibc nfsmount) takes over
+    assert result.stdout.index("NFS4 10.0.0.1:/srv/netboot") < result.stdout.index("NFSMOUNT")
     assert "NFSMOUNT -o ro,nolock 10.0.0.1:/srv/netboot" in result.stdout
     got = result.stdout.split("GOT ")[1].strip()
     if toram == "1":
@@ -405,6 +408,7 @@ def test_lib_nfs_missing_image_fails_clearly(tmp_path: Path) -> None:
     result = run_lib(
         tmp_path,
         f"""
+nb_mount_nfs4() {{ return 1; }}
 nfsmount() {{ rmdir "$4" && ln -s {tmp_path}/export "$4"; }}
 NB_NFS=10.0.0.1:/srv/netboot NB_PATH=images/x.squashfs
 nb_get_nfs

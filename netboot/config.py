@@ -306,3 +306,9 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
             value = _check_reservations(value, "command line")
         config.values[section][key] = value
     return config
+
+
+def load_for_command(path: Path | None, overrides: Mapping[str, Any]) -> Config:
+    """The config file (or defaults) with a command's flags applied: what every subcommand
+    starts from. Raises ConfigError, whose str() is the one line to print."""
+    return apply_overrides(load(path), overrides)

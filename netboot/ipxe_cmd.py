@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from netboot import bootmenu, ipxe_script
-from netboot.config import ConfigError, apply_overrides, load
+from netboot.config import ConfigError, load_for_command
 from netboot.records import normalize_mac
 
 
@@ -22,8 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load(args.config)
-        apply_overrides(config, {"server.root": args.root})
+        config = load_for_command(args.config, {"server.root": args.root})
         mac = normalize_mac(args.mac)
     except (ConfigError, ValueError) as exc:
         print(f"netboot ipxe: {exc}", file=sys.stderr)

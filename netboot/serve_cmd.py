@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from netboot.config import ConfigError, apply_overrides, load
+from netboot.config import ConfigError, load_for_command
 from netboot.config_flags import add_key_flags, overrides
 
 # flag -> config key; every flag has a key and flags win over the file
@@ -60,9 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from netboot.server import NetbootServer, StartupError, run_until_signalled
 
     try:
-        config = load(args.config)
         given = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
-        apply_overrides(config, {**overrides(args), **given})
+        config = load_for_command(args.config, {**overrides(args), **given})
     except ConfigError as exc:
         print(f"netboot serve: {exc}", file=sys.stderr)
         return 2

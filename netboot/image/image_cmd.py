@@ -235,9 +235,8 @@ def _refresh_addon(root: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = config_mod.load(args.config)
-        config_mod.apply_overrides(
-            config,
+        config = config_mod.load_for_command(
+            args.config,
             {
                 **overrides(args),
                 "server.root": str(args.root) if args.root else None,

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_mod.load(args.config)
     except config_mod.ConfigError as exc:
-        return _fail(str(exc))
+        _fail(str(exc))
+        return 2  # a bad config exits 2 in every subcommand
     root = args.root or config.root
     try:
         if args.standalone:

@@ -137,9 +137,8 @@ def _extract_only(args: argparse.Namespace, root: Path, base_dir: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = config_mod.load(args.config)
-        config_mod.apply_overrides(
-            config,
+        config = config_mod.load_for_command(
+            args.config,
             {
                 "server.root": str(args.root) if args.root else None,
                 "image.base_dir": str(args.base_dir) if args.base_dir else None,

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         config = config_mod.load(args.config)
     except config_mod.ConfigError as exc:
         print(f"netboot nfs: {exc}", file=sys.stderr)
-        return 1
+        return 2  # a bad config exits 2 in every subcommand
     root = args.root or config.root
     paths = export_paths(config, root)
     missing = [str(p) for p in paths if not p.is_dir()]

@@ -35,7 +35,7 @@ class BootEntry:
 def netboot_entries(config: Config, base: str) -> list[BootEntry]:
     """Entries for the images of the served root, booted by the HTTP or NFS method."""
     root = config.root
-    boot = config["boot"]
+    boot = config.boot
     addon = root / layout.ADDON_INITRD
     entries = []
     for image in layout.current_images(root):
@@ -51,7 +51,7 @@ def netboot_entries(config: Config, base: str) -> list[BootEntry]:
         else:
             continue  # a kernel with nothing that could mount the image
         # the standalone initramfs fetches over HTTP only: it has no NFS client
-        method = boot["method"] if image.initrd is not None else "http"
+        method = boot.method if image.initrd is not None else "http"
         params = [
             "boot=netboot",
             "ip=dhcp",
@@ -65,8 +65,8 @@ def netboot_entries(config: Config, base: str) -> list[BootEntry]:
         if method == "http":
             params.append(f"netboot.url={base}{squashfs}")
         else:
-            server = boot["nfs_server"] or base.split("//", 1)[1].split(":", 1)[0].split("/")[0]
-            export = boot["nfs_root"] or str(root)
+            server = boot.nfs_server or base.split("//", 1)[1].split(":", 1)[0].split("/")[0]
+            export = boot.nfs_root or str(root)
             params += [
                 f"netboot.nfs={server}:{export}",
                 f"netboot.path={squashfs.lstrip('/')}",
@@ -92,9 +92,9 @@ def netboot_entries(config: Config, base: str) -> list[BootEntry]:
 
 def ltsp_entries(config: Config, server_ip: str) -> list[BootEntry]:
     """An existing LTSP tree, booted exactly as the seed's chain does (NFS + ltsp.img)."""
-    server = config["server"]
-    ltsp_root = Path(server["ltsp_root"])
-    tftp = Path(server["ltsp_tftp_root"])
+    server = config.server
+    ltsp_root = Path(server.ltsp_root)
+    tftp = Path(server.ltsp_tftp_root)
     entries = []
     try:
         images = sorted((ltsp_root / "images").glob("*.img"))

@@ -11,15 +11,17 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from netboot.errors import UserError
 
 DEFAULT_CONFIG_FILE = Path("/etc/netboot/netboot.toml")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A bad config value; str() is the one line shown to the user."""
 
     def __init__(self, key: str, source: str, problem: str) -> None:
@@ -146,36 +148,68 @@ CLIENT_KEYS: dict[str, Key] = {
     "root_password_hash": Key(str, ""),
 }
 
+RESERVATION_KEYS: dict[str, Key] = {
+    "address": Key(str, "", _ipv4_or_empty),
+    "hostname": Key(str, ""),
+}
 
-@dataclass
+
+def _section_type(name: str, keys: dict[str, Key]) -> type:
+    """A frozen dataclass with one typed field per schema key: `config.server.http_port`."""
+    fields = [(key, spec.type, field(default=None)) for key, spec in keys.items()]
+    return make_dataclass(f"{name.title()}Settings", fields, frozen=True)
+
+
+# section name -> its frozen settings class, generated from SCHEMA (never written twice)
+SECTION_TYPES: dict[str, type] = {name: _section_type(name, keys) for name, keys in SCHEMA.items()}
+
+
+@dataclass(frozen=True)
+class ClientTable:
+    """`[clients]`: settings for every client, and per-MAC sections laid over them."""
+
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    by_mac: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def settings(self, mac: str) -> dict[str, Any]:
+        """The defaults overlaid with the section of this MAC (only keys that were given)."""
+        merged = dict(self.defaults)
+        merged.update(self.by_mac.get(mac.lower(), {}))
+        return merged
+
+
+@dataclass(frozen=True)
 class Config:
-    """Validated settings: section -> key -> value, plus per-client settings."""
+    """Validated settings, one frozen object per section (`config.boot.menu_timeout`)."""
 
-    values: dict[str, dict[str, Any]]
-    clients_default: dict[str, Any] = field(default_factory=dict)
-    clients: dict[str, dict[str, Any]] = field(default_factory=dict)
+    server: Any
+    boot: Any
+    ipxe: Any
+    dhcp: Any
+    image: Any
+    clients: ClientTable = field(default_factory=ClientTable)
     source: str = "defaults"
 
-    def __getitem__(self, section: str) -> dict[str, Any]:
-        return self.values[section]
-
-    def get(self, dotted: str) -> Any:
-        section, key = dotted.split(".", 1)
-        return self.values[section][key]
-
     def client_settings(self, mac: str) -> dict[str, Any]:
-        """The `[clients]` defaults overlaid with the section of this MAC."""
-        merged = dict(self.clients_default)
-        merged.update(self.clients.get(mac.lower(), {}))
-        return merged
+        """The `[clients]` settings of one machine."""
+        return self.clients.settings(mac)
 
     @property
     def root(self) -> Path:
-        return Path(self.values["server"]["root"])
+        return Path(self.server.root)
 
     @property
     def tftp_root(self) -> Path:
-        return Path(self.values["server"]["tftp_root"] or self.values["server"]["root"])
+        return Path(self.server.tftp_root or self.server.root)
+
+    def with_values(self, values: Mapping[str, Any]) -> Config:
+        """A copy with some keys changed (dotted key -> already checked value)."""
+        sections: dict[str, dict[str, Any]] = {}
+        for dotted, value in values.items():
+            section, key = dotted.split(".", 1)
+            sections.setdefault(section, {})[key] = value
+        changed = {name: replace(getattr(self, name), **keys) for name, keys in sections.items()}
+        return replace(self, **changed)
 
 
 def _check_value(key: str, spec: Key, value: Any, source: str) -> Any:
@@ -199,68 +233,83 @@ def _check_value(key: str, spec: Key, value: Any, source: str) -> Any:
     return value
 
 
-def _check_clients(table: Mapping[str, Any], source: str) -> tuple[dict, dict]:
+def _mac_section(
+    key: str, name: str, table: Any, keys: dict[str, Key], source: str, what: str
+) -> tuple[str, dict[str, Any]]:
+    """One MAC-named table (a `[clients]` section or a DHCP reservation), checked against
+    `keys`; returns (normalised MAC, values given)."""
+    mac = name.lower().replace("-", ":")
+    if not MAC_RE.match(mac):
+        raise ConfigError(key, source, f"{what} must be a MAC address")
+    if not isinstance(table, dict):
+        raise ConfigError(key, source, f"must be a table of {', '.join(keys)}")
+    values: dict[str, Any] = {}
+    for item, value in table.items():
+        if item not in keys:
+            raise ConfigError(f"{key}.{item}", source, "unknown key")
+        values[item] = _check_value(f"{key}.{item}", keys[item], value, source)
+    return mac, values
+
+
+def _check_clients(table: Mapping[str, Any], source: str) -> ClientTable:
     default: dict[str, Any] = {}
     per_mac: dict[str, dict[str, Any]] = {}
     for name, value in table.items():
         if isinstance(value, dict):
-            mac = name.lower().replace("-", ":")
-            if not MAC_RE.match(mac):
-                raise ConfigError(f"clients.{name}", source, "section name must be a MAC address")
-            section: dict[str, Any] = {}
-            for key, item in value.items():
-                if key not in CLIENT_KEYS:
-                    raise ConfigError(f"clients.{name}.{key}", source, "unknown key")
-                section[key] = _check_value(f"clients.{name}.{key}", CLIENT_KEYS[key], item, source)
-            per_mac[mac] = section
+            mac, values = _mac_section(
+                f"clients.{name}", name, value, CLIENT_KEYS, source, "section name"
+            )
+            per_mac[mac] = values
         elif name in CLIENT_KEYS:
             default[name] = _check_value(f"clients.{name}", CLIENT_KEYS[name], value, source)
         else:
             raise ConfigError(f"clients.{name}", source, "unknown key")
-    return default, per_mac
+    return ClientTable(default, per_mac)
 
 
 def _check_reservations(value: dict[str, Any], source: str) -> dict[str, dict[str, str]]:
     result: dict[str, dict[str, str]] = {}
     for name, entry in value.items():
-        key = f"dhcp.reservations.{name}"
-        mac = name.lower().replace("-", ":")
-        if not MAC_RE.match(mac):
-            raise ConfigError(key, source, "must be named by a MAC address")
-        if not isinstance(entry, dict):
-            raise ConfigError(key, source, "must be a table with address and hostname")
-        for item in entry:
-            if item not in ("address", "hostname"):
-                raise ConfigError(f"{key}.{item}", source, "unknown key")
-        address = entry.get("address", "")
-        if not isinstance(address, str) or _ipv4_or_empty(address):
-            raise ConfigError(f"{key}.address", source, f"{address!r} is not an IPv4 address")
-        hostname = entry.get("hostname", "")
-        if not isinstance(hostname, str):
-            raise ConfigError(f"{key}.hostname", source, "must be a string")
-        result[mac] = {"address": address, "hostname": hostname}
+        mac, given = _mac_section(
+            f"dhcp.reservations.{name}", name, entry, RESERVATION_KEYS, source, "name"
+        )
+        result[mac] = {key: given.get(key, "") for key in RESERVATION_KEYS}
     return result
 
 
+def _checked(dotted: str, value: Any, source: str) -> Any:
+    section, key = dotted.split(".", 1)
+    value = _check_value(dotted, SCHEMA[section][key], value, source)
+    if dotted == "dhcp.reservations":
+        value = _check_reservations(value, source)
+    return value
+
+
 def defaults() -> Config:
-    values = {s: {k: spec.default for k, spec in keys.items()} for s, keys in SCHEMA.items()}
-    # lists and dicts are copied so that one Config never mutates another's defaults
-    for section in values.values():
-        for k, v in section.items():
-            if isinstance(v, (list, dict)):
-                section[k] = type(v)(v)
-    return Config(values=values)
+    """Every key at its default (lists and tables copied, so no two configs share one)."""
+    sections = {
+        name: SECTION_TYPES[name](
+            **{
+                key: type(spec.default)(spec.default)
+                if isinstance(spec.default, (list, dict))
+                else spec.default
+                for key, spec in keys.items()
+            }
+        )
+        for name, keys in SCHEMA.items()
+    }
+    return Config(**sections)
 
 
 def parse(data: Mapping[str, Any], source: str) -> Config:
     """Validate a decoded TOML document against the schema."""
-    config = defaults()
-    config.source = source
+    values: dict[str, Any] = {}
+    clients = ClientTable()
     for section, table in data.items():
         if section == "clients":
             if not isinstance(table, dict):
                 raise ConfigError("clients", source, "must be a table")
-            config.clients_default, config.clients = _check_clients(table, source)
+            clients = _check_clients(table, source)
             continue
         if section not in SCHEMA:
             raise ConfigError(section, source, "unknown section")
@@ -270,11 +319,8 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
             dotted = f"{section}.{key}"
             if key not in SCHEMA[section]:
                 raise ConfigError(dotted, source, "unknown key")
-            value = _check_value(dotted, SCHEMA[section][key], value, source)
-            if dotted == "dhcp.reservations":
-                value = _check_reservations(value, source)
-            config.values[section][key] = value
-    return config
+            values[dotted] = _checked(dotted, value, source)
+    return replace(defaults().with_values(values), clients=clients, source=source)
 
 
 def load(path: Path | None) -> Config:
@@ -296,16 +342,14 @@ def load(path: Path | None) -> Config:
 
 
 def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
-    """Apply command-line values (dotted key -> value); None means 'not given'."""
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        section, key = dotted.split(".", 1)
-        value = _check_value(dotted, SCHEMA[section][key], value, "command line")
-        if dotted == "dhcp.reservations":
-            value = _check_reservations(value, "command line")
-        config.values[section][key] = value
-    return config
+    """Command-line values (dotted key -> value; None means 'not given') laid over `config`;
+    returns the new config."""
+    given = {
+        dotted: _checked(dotted, value, "command line")
+        for dotted, value in overrides.items()
+        if value is not None
+    }
+    return config.with_values(given)
 
 
 def load_for_command(path: Path | None, overrides: Mapping[str, Any]) -> Config:

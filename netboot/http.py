@@ -120,7 +120,7 @@ class NetbootApp:
 
     def _entries(self, base: str) -> list[bootmenu.BootEntry]:
         entries = bootmenu.netboot_entries(self.config, base)
-        if self.config["server"]["ltsp_compat"]:
+        if self.config.server.ltsp_compat:
             entries += bootmenu.ltsp_entries(self.config, self.server_ip)
         return entries
 
@@ -155,9 +155,9 @@ class NetbootApp:
     def _resolve(self, url_path: str) -> Path:
         """Map a URL path to a file: /ltsp/ is the LTSP TFTP tree in compat mode, /ipxe/ the
         TFTP root's binaries, everything else the served root."""
-        server = self.config["server"]
-        if server["ltsp_compat"] and url_path.startswith("ltsp/"):
-            return confine(Path(server["ltsp_tftp_root"]), url_path.removeprefix("ltsp/"))
+        server = self.config.server
+        if server.ltsp_compat and url_path.startswith("ltsp/"):
+            return confine(Path(server.ltsp_tftp_root), url_path.removeprefix("ltsp/"))
         if url_path.startswith(layout.IPXE_DIR + "/") and self.config.tftp_root != self.config.root:
             return confine(self.config.tftp_root, url_path)
         return confine(self.config.root, url_path)

@@ -27,11 +27,11 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"netboot ipxe: {exc}", file=sys.stderr)
         return 2
-    address = args.address or config["server"]["address"] or "SERVER"
+    address = args.address or config.server.address or "SERVER"
     port = "" if args.http_port == 80 else f":{args.http_port}"
     base = f"http://{address}{port}"
     entries = bootmenu.netboot_entries(config, base)
-    if config["server"]["ltsp_compat"]:
+    if config.server.ltsp_compat:
         entries += bootmenu.ltsp_entries(config, address)
     client = ipxe_script.ClientQuery(mac, args.platform, "x86_64")
     print(ipxe_script.client_script(config, entries, client, base=base, server=address), end="")

@@ -116,15 +116,15 @@ def client_script(
     """The boot script for one client: its `[clients]` settings choose the default image and
     add kernel parameters after the site-wide ones."""
     settings = config.client_settings(client.mac)
-    boot = config["boot"]
-    extra = " ".join(p for p in (boot["kernel_params"], settings.get("kernel_params", "")) if p)
+    boot = config.boot
+    extra = " ".join(p for p in (boot.kernel_params, settings.get("kernel_params", "")) if p)
     return boot_script(
         entries,
         client=client,
         base=base,
         server=server,
-        default=settings.get("image") or boot["default_image"],
-        timeout=boot["menu_timeout"],
+        default=settings.get("image") or boot.default_image,
+        timeout=boot.menu_timeout,
         extra_params=extra,
-        template=config["ipxe"]["script"],
+        template=config.ipxe.script,
     )

@@ -85,8 +85,8 @@ class BootPolicy:
         if entry is None:
             return NoAnswer(f"unsupported client architecture {arch}")
         firmware, key, fallback = entry
-        ipxe = self.config["ipxe"]
-        names = [ipxe[key]] + ([ipxe[fallback]] if fallback else [])
+        ipxe = self.config.ipxe
+        names = [getattr(ipxe, key)] + ([getattr(ipxe, fallback)] if fallback else [])
         for name in names:
             if self._binary(name).is_file():
                 break

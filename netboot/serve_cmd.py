@@ -65,16 +65,14 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"netboot serve: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger().setLevel(
-        logging.DEBUG if args.verbose else config["server"]["log_level"].upper()
-    )
-    server_conf = config["server"]
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else config.server.log_level.upper())
+    server_conf = config.server
     try:
-        interface = pick_interface(server_conf["interface"], server_conf["address"])
+        interface = pick_interface(server_conf.interface, server_conf.address)
     except InterfaceError as exc:
         print(f"netboot serve: {exc}", file=sys.stderr)
         return 2
-    server = NetbootServer(config, interface, server_conf["address"] or interface.address)
+    server = NetbootServer(config, interface, server_conf.address or interface.address)
     try:
         return asyncio.run(run_until_signalled(server))
     except (StartupError, ConfigError) as exc:

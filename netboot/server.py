@@ -56,7 +56,7 @@ def prepare_root(config: Config) -> list[str]:
     (root / layout.IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     target_dir = config.tftp_root / layout.IPXE_DIR
     target_dir.mkdir(parents=True, exist_ok=True)
-    source_dir = Path(config["ipxe"]["binaries_dir"])
+    source_dir = Path(config.ipxe.binaries_dir)
     copied = []
     if not source_dir.is_dir():
         log.warning(
@@ -98,7 +98,7 @@ class NetbootServer:
         return {name: dict(service.stats) for name, service in self.services.items()}
 
     def _start_http(self) -> int:
-        server = self.config["server"]
+        server = self.config.server
         app = NetbootApp(
             self.config,
             self.records,
@@ -106,9 +106,9 @@ class NetbootServer:
             base_url=lambda: self.policy.http_base if self.policy else "",
             stats=self.stats,
         )
-        ports = [server["http_port"]]
-        if server["http_port"] != 0 and server["http_fallback_port"] not in ports:
-            ports.append(server["http_fallback_port"])
+        ports = [server.http_port]
+        if server.http_port != 0 and server.http_fallback_port not in ports:
+            ports.append(server.http_fallback_port)
         self.http = HttpServerThread(app.build)
         try:
             port = self.http.start("0.0.0.0", ports)
@@ -117,14 +117,14 @@ class NetbootServer:
             raise StartupError(
                 f"cannot listen on HTTP port {tried}: {exc.strerror or exc}"
             ) from None
-        if port != server["http_port"] and server["http_port"] != 0:
+        if port != server.http_port and server.http_port != 0:
             log.warning(
-                "HTTP port %d is taken: serving HTTP on port %d instead", server["http_port"], port
+                "HTTP port %d is taken: serving HTTP on port %d instead", server.http_port, port
             )
         return port
 
     async def start(self) -> None:
-        server = self.config["server"]
+        server = self.config.server
         copied = await asyncio.to_thread(prepare_root, self.config)
         if copied:
             log.info(
@@ -135,19 +135,19 @@ class NetbootServer:
         http_port = self._start_http()
         self.policy = BootPolicy(self.config, self.server_ip, http_port)
         try:
-            if server["tftp_port"]:
-                await self._start_tftp(server["tftp_port"])
-            if server["dhcp"] == "proxy":
+            if server.tftp_port:
+                await self._start_tftp(server.tftp_port)
+            if server.dhcp == "proxy":
                 proxy = ProxyDhcpServer(
                     self.policy,
                     self.records,
                     server_ip=self.server_ip,
                     interface=self.interface.name,
-                    port=server["dhcp_port"],
-                    proxy_port=server["proxy_port"],
+                    port=server.dhcp_port,
+                    proxy_port=server.proxy_port,
                 )
                 await self._start_service("dhcp", proxy, proxy.start())
-            elif server["dhcp"] == "full":
+            elif server.dhcp == "full":
                 await self._start_full_dhcp()
         except BaseException:
             await self.close()
@@ -157,8 +157,8 @@ class NetbootServer:
             self.server_ip,
             self.interface.name,
             self.policy.http_base,
-            server["tftp_port"] or "off",
-            server["dhcp"],
+            server.tftp_port or "off",
+            server.dhcp,
             self.config.root,
         )
 
@@ -184,7 +184,7 @@ class NetbootServer:
             self.config.tftp_root,
             self.records,
             max_blksize=mtu - 32,
-            max_transfers=self.config["server"]["tftp_max_transfers"],
+            max_transfers=self.config.server.tftp_max_transfers,
         )
         # Bound to the advertised address so replies come from the address the client asked
         # (a multi-homed host would otherwise pick a source by route); 0.0.0.0 when that
@@ -197,7 +197,7 @@ class NetbootServer:
         from netboot.dhcp.full import FullDhcpError, FullDhcpServer
 
         assert self.policy is not None
-        server = self.config["server"]
+        server = self.config.server
         full = FullDhcpServer(
             self.config,
             self.policy,
@@ -205,12 +205,12 @@ class NetbootServer:
             server_ip=self.server_ip,
             interface=self.interface.name,
             network=self.interface.network,
-            port=server["dhcp_port"],
-            proxy_port=server["proxy_port"],
+            port=server.dhcp_port,
+            proxy_port=server.proxy_port,
         )
         full.check_config()
         try:
-            if not self.config["dhcp"]["force"]:
+            if not self.config.dhcp.force:
                 # 4 s: dnsmasq pings an address for up to 3 s before its first OFFER
                 others = await find_other_dhcp_servers(self.interface.name, timeout=4.0)
                 others = [o for o in others if o != self.server_ip]

@@ -3,6 +3,7 @@ clean stop on SIGTERM, and the defaults it picks by itself."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -60,9 +61,9 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
         "[clients.'52:54:00:00:00:01']\nimage = 'lab'\n"
     )
     config = cfg.load(path)
-    cfg.apply_overrides(config, {"server.http_port": 9090, "server.root": None})
-    assert config["server"]["http_port"] == 9090
-    assert config["server"]["root"] == "/from/file"
+    config = cfg.apply_overrides(config, {"server.http_port": 9090, "server.root": None})
+    assert config.server.http_port == 9090
+    assert config.server.root == "/from/file"
     assert config.client_settings("52:54:00:00:00:01") == {"hostname": "x", "image": "lab"}
     with pytest.raises(cfg.ConfigError, match=r"server\.http_port.*command line"):
         cfg.apply_overrides(config, {"server.http_port": 99999})
@@ -252,3 +253,34 @@ def test_bad_flag_value_names_the_key(tmp_path: Path) -> None:
         "netboot serve: config error: dhcp.reservations.52:54:00:00:00:41.address: "
         "'10.0.0.999' is not an IPv4 address (in command line)"
     )
+
+
+def test_config_sections_are_typed_and_frozen(tmp_path: Path) -> None:
+    """Every schema key is an attribute of its section; nothing can change a loaded config."""
+    import dataclasses
+
+    config = cfg.defaults()
+    for section, keys in cfg.SCHEMA.items():
+        for name, key in keys.items():
+            assert getattr(getattr(config, section), name) == key.default, f"{section}.{name}"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.server.http_port = 1  # type: ignore[misc]
+    changed = cfg.apply_overrides(config, {"boot.menu_timeout": 0})
+    assert changed.boot.menu_timeout == 0 and config.boot.menu_timeout == 5
+
+
+def test_clients_and_reservations_are_checked_alike(tmp_path: Path) -> None:
+    """Both are tables named by MAC; one checker names the bad key for either."""
+    path = tmp_path / "netboot.toml"
+    path.write_text("[dhcp.reservations.'52-54-00-00-00-09']\naddress = '10.0.0.9'\n")
+    assert cfg.load(path).dhcp.reservations == {
+        "52:54:00:00:00:09": {"address": "10.0.0.9", "hostname": ""}
+    }
+    for text, key in (
+        ("[dhcp.reservations.'52:54:00:00:00:09']\nimage = 'x'\n", "reservations.52:54"),
+        ("[clients.'52:54:00:00:00:09']\naddress = 'x'\n", "clients.52:54:00:00:00:09.address"),
+        ("[dhcp.reservations.pc9]\naddress = '10.0.0.9'\n", "dhcp.reservations.pc9"),
+    ):
+        path.write_text(text)
+        with pytest.raises(cfg.ConfigError, match=re.escape(key)):
+            cfg.load(path)

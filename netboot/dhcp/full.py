@@ -114,10 +114,10 @@ class FullDhcpServer:
         self.port = port
         self.proxy_port = proxy_port
         self.stats: Counter[str] = Counter()
-        dhcp = config["dhcp"]
-        self.lease_time = int(dhcp["lease_time"])
-        self.decline_time = int(dhcp["decline_time"])
-        self.leases = LeaseStore(Path(dhcp["lease_file"]))
+        dhcp = config.dhcp
+        self.lease_time = int(dhcp.lease_time)
+        self.decline_time = int(dhcp.decline_time)
+        self.leases = LeaseStore(Path(dhcp.lease_file))
         self.prober: ArpProber | None = None
         self._pool: AddressPool | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -149,7 +149,7 @@ class FullDhcpServer:
                 if isinstance(exc, LeaseFileError)
                 else f"lease file {self.leases.path}: {exc.strerror or exc}"
             ) from None
-        if self.config["dhcp"]["probe"]:
+        if self.config.dhcp.probe:
             if self.interface:
                 prober = ArpProber(self.interface)
                 try:
@@ -541,18 +541,18 @@ class FullDhcpServer:
 
     def _config_options(self, request: DhcpRequest, lease: bool) -> list[tuple[str | int, Any]]:
         """Options 1, 28, 3, 6, 15, 12 and, for a lease, 51, 58, 59."""
-        dhcp = self.config["dhcp"]
+        dhcp = self.config.dhcp
         subnet = self.pool.subnet
         options: list[tuple[str | int, Any]] = [
             ("subnet_mask", str(subnet.netmask)),
             ("broadcast_address", str(subnet.broadcast_address)),
         ]
-        if dhcp["router"]:
-            options.append(("router", dhcp["router"]))
-        if dhcp["dns"]:
-            options.append(("name_server", *dhcp["dns"]))
-        if dhcp["domain"]:
-            options.append(("domain", dhcp["domain"].encode()))
+        if dhcp.router:
+            options.append(("router", dhcp.router))
+        if dhcp.dns:
+            options.append(("name_server", *dhcp.dns))
+        if dhcp.domain:
+            options.append(("domain", dhcp.domain.encode()))
         reservation = self.pool.reservation(request.mac)
         if reservation is not None and reservation.hostname:
             options.append(("hostname", reservation.hostname.encode()))

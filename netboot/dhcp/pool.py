@@ -91,17 +91,17 @@ def default_range(subnet: IPv4Network) -> tuple[IPv4Address, IPv4Address] | None
 
 def build_pool(config: Config, server_ip: str, network: IPv4Interface) -> AddressPool:
     """Derive the pool from `[dhcp]` and the interface; raise ConfigError naming the key."""
-    dhcp = config["dhcp"]
+    dhcp = config.dhcp
     source = config.source
     server = IPv4Address(server_ip)
-    netmask = dhcp["netmask"] or str(network.netmask)
+    netmask = dhcp.netmask or str(network.netmask)
     try:
         subnet = IPv4Network(f"{server}/{netmask}", strict=False)
     except ValueError:
         raise ConfigError("dhcp.netmask", source, f"{netmask!r} is not a netmask") from None
     where = f"the subnet {subnet} of {server}"
 
-    start_text, end_text = dhcp["range_start"], dhcp["range_end"]
+    start_text, end_text = dhcp.range_start, dhcp.range_end
     if bool(start_text) != bool(end_text):
         missing = "dhcp.range_end" if start_text else "dhcp.range_start"
         other = "range_start" if start_text else "range_end"
@@ -125,13 +125,13 @@ def build_pool(config: Config, server_ip: str, network: IPv4Interface) -> Addres
     if start == end == server:
         raise ConfigError("dhcp.range_start", source, "the pool holds only the server's address")
 
-    router = dhcp["router"]
+    router = dhcp.router
     if router and IPv4Address(router) not in subnet:
         raise ConfigError("dhcp.router", source, f"{router} is outside {where}")
 
     reservations: dict[str, Reservation] = {}
     taken: dict[IPv4Address, str] = {}
-    for mac, entry in dhcp["reservations"].items():
+    for mac, entry in dhcp.reservations.items():
         key = f"dhcp.reservations.{mac}.address"
         address = IPv4Address(entry["address"]) if entry.get("address") else None
         if address is not None:

@@ -116,16 +116,16 @@ def merge_params(configured: list[str], extra: list[str]) -> list[str]:
 
 
 def _settings(args: argparse.Namespace, config: config_mod.Config) -> BuildSettings:
-    image = config["image"]
+    image = config.image
     if args.kernel_initrd:
         parse_rule(args.kernel_initrd)  # a bad -k fails now, not after mksquashfs
-    params = split_params(image["mksquashfs_params"], "image.mksquashfs_params")
+    params = split_params(image.mksquashfs_params, "image.mksquashfs_params")
     if args.mksquashfs_params:
         params = merge_params(params, split_params(args.mksquashfs_params, "-m"))
     if args.ionice is not None:
         prefix = split_params(args.ionice, "-i")
-    elif image["ionice"]:
-        prefix = split_params(image["ionice"], "image.ionice")
+    elif image.ionice:
+        prefix = split_params(image.ionice, "image.ionice")
     else:
         prefix = default_prefix()
     return BuildSettings(
@@ -135,10 +135,10 @@ def _settings(args: argparse.Namespace, config: config_mod.Config) -> BuildSetti
         params=params,
         prefix=prefix,
         kernel_regex=args.kernel_initrd or None,
-        excludes_add=list(image["excludes_add"]),
-        excludes_remove=list(image["excludes_remove"]),
-        keep_versions=image["keep_versions"],
-        base_dir=Path(image["base_dir"]),
+        excludes_add=list(image.excludes_add),
+        excludes_remove=list(image.excludes_remove),
+        keep_versions=image.keep_versions,
+        base_dir=Path(image.base_dir),
     )
 
 
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     except config_mod.ConfigError as exc:
         print(f"netboot image: {exc}", file=sys.stderr)
         return 2
-    base_dir = Path(config["image"]["base_dir"])
+    base_dir = Path(config.image.base_dir)
     try:
         if args.revert:
             return _revert(args, config.root)

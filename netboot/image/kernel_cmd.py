@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     except config_mod.ConfigError as exc:
         print(f"netboot kernel: {exc}", file=sys.stderr)
         return 2
-    base_dir = Path(config["image"]["base_dir"])
+    base_dir = Path(config.image.base_dir)
     try:
         with interrupts_raise():
             if args.output is not None:

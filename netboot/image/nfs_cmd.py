@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_paths(config: config_mod.Config, root: Path) -> list[Path]:
     paths = [root]
-    if config.get("server.ltsp_compat"):
-        paths += [Path(config.get("server.ltsp_root")), Path(config.get("server.ltsp_tftp_root"))]
+    if config.server.ltsp_compat:
+        paths += [Path(config.server.ltsp_root), Path(config.server.ltsp_tftp_root)]
     unique: list[Path] = []
     for path in paths:
         if path not in unique:

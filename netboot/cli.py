@@ -17,12 +17,12 @@ from netboot import __version__
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("netboot.serve_cmd", "answer PXE clients: proxy/full DHCP, TFTP and HTTP"),
-    "image": ("netboot.image.image_cmd", "build a squashfs image from a chroot, disk or /"),
-    "kernel": ("netboot.image.kernel_cmd", "extract kernel and initrd from an image"),
-    "initrd": ("netboot.image.initrd_cmd", "build the client add-on initrd (or standalone)"),
-    "nfs": ("netboot.image.nfs_cmd", "print or install the NFS exports for the NFS method"),
-    "ipxe": ("netboot.ipxe_cmd", "print the iPXE boot script a client would get"),
+    "serve": ("netboot.commands.serve", "answer PXE clients: proxy/full DHCP, TFTP and HTTP"),
+    "image": ("netboot.commands.image", "build a squashfs image from a chroot, disk or /"),
+    "kernel": ("netboot.commands.kernel", "extract kernel and initrd from an image"),
+    "initrd": ("netboot.commands.initrd", "build the client add-on initrd (or standalone)"),
+    "nfs": ("netboot.commands.nfs", "print or install the NFS exports for the NFS method"),
+    "ipxe": ("netboot.commands.ipxe", "print the iPXE boot script a client would get"),
 }
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from netboot.commands.image import merge_params
 from netboot.image import cleanup, publish
 from netboot.image.build import BuildSettings, exclude_patterns
 from netboot.image.errors import ImageError
-from netboot.image.image_cmd import merge_params
 from netboot.image.progress import Progress
 from netboot.image.sources import image_name, list_sources, parse_source
 from netboot.image.tree import DirView, parse_listing, resolve

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from support.kernel import KernelTree, cloud_kernel
 
-from netboot.image import nfs_cmd
+from netboot.commands import nfs as nfs_cmd
 from netboot.image.standalone import (
     CLIENT_DIR,
     InitrdError,

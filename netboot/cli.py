@@ -1,9 +1,14 @@
 """The `netboot` command: subcommands grouped like LTSP's (`serve`, `image`, `kernel`,
 `initrd`, `nfs`, `ipxe`).
 
-Each subcommand lives in its own module exposing `add_arguments(parser)` and
-`run(args) -> int`; modules are imported only when their subcommand runs, so `netboot serve`
-does not pay for the image tools and vice versa.
+Each subcommand lives in its own module of `netboot.commands` exposing
+`add_arguments(parser)` and `run(args) -> int`; modules are imported only when their
+subcommand runs, so `netboot serve` does not pay for the image tools and vice versa.
+
+Commands do not print their own errors: whatever the user can fix is raised as a
+`netboot.errors.UserError`, and `main` is the one place that turns it into the line
+`netboot COMMAND: <error>` on stderr and the error's exit code. Anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import sys
 
 from netboot import __version__
+from netboot.errors import UserError
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -62,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
+    except UserError as exc:
+        print(f"netboot {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"netboot {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import netifaces
 
+from netboot.errors import UserError
 
-class InterfaceError(Exception):
+
+class InterfaceError(UserError):
     """No usable interface/address; str() is the one line shown to the user."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from netboot import layout
 from netboot.config import Config
 from netboot.dhcp.proxy import ProxyDhcpServer
+from netboot.errors import UserError
 from netboot.http import HttpServerThread, NetbootApp
 from netboot.netinfo import InterfaceInfo
 from netboot.policy import BootPolicy
@@ -36,7 +37,7 @@ def interface_mtu(name: str) -> int:
         return 1500
 
 
-class StartupError(Exception):
+class StartupError(UserError):
     """A reason the server cannot start; str() is the one line shown to the user."""
 
 

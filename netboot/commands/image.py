@@ -18,7 +18,7 @@ from netboot import layout
 from netboot.config_flags import add_key_flags, overrides
 from netboot.image import publish
 from netboot.image.build import BuildOutcome, BuildSettings, build_image
-from netboot.image.errors import ImageError
+from netboot.image.errors import ImageError, os_errors_shown
 from netboot.image.kernel import parse_rule
 from netboot.image.mounts import enter_private_namespace
 from netboot.image.signals import Interrupted, interrupts_raise
@@ -190,7 +190,7 @@ def _build_all(args: argparse.Namespace, settings: BuildSettings, base_dir: Path
         raise ImageError(f"no image sources under {base_dir}; name one (e.g. / for this system)")
     sources = [parse_source(spec, base_dir) for spec in specs]
     enter_private_namespace()
-    with interrupts_raise():
+    with interrupts_raise("nothing published, the old version still serves"):
         needs_addon = False
         for source in sources:
             print(f"netboot image: building {source.name} from {source.spec}", file=sys.stderr)
@@ -234,32 +234,16 @@ def _refresh_addon(root: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_mod.load_for_command(
-            args.config,
-            {
-                **overrides(args),
-                "server.root": str(args.root) if args.root else None,
-                "image.base_dir": str(args.base_dir) if args.base_dir else None,
-            },
-        )
-    except config_mod.ConfigError as exc:
-        print(f"netboot image: {exc}", file=sys.stderr)
-        return 2
+    config = config_mod.load_for_command(
+        args.config,
+        {
+            **overrides(args),
+            "server.root": str(args.root) if args.root else None,
+            "image.base_dir": str(args.base_dir) if args.base_dir else None,
+        },
+    )
     base_dir = Path(config.image.base_dir)
-    try:
+    with os_errors_shown():
         if args.revert:
             return _revert(args, config.root)
         return _build_all(args, _settings(args, config), base_dir)
-    except Interrupted as exc:
-        print(
-            f"netboot image: {exc}; nothing published, the old version still serves",
-            file=sys.stderr,
-        )
-        return exc.exit_code
-    except ImageError as exc:
-        print(f"netboot image: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"netboot image: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 1

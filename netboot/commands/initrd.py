@@ -9,12 +9,12 @@ are fetched at boot from the server.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 from netboot import config as config_mod
 from netboot import layout
+from netboot.image.errors import ImageError, os_errors_shown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _fail(message: str) -> int:
-    print(f"netboot initrd: {message}", file=sys.stderr)
-    return 1
+def _path_and_reason(exc: OSError) -> str:
+    """`/srv/netboot/netboot.img: Permission denied`: the file first, as initrd shows it."""
+    return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
 
 
 def build_standalone_for(root: Path, name: str, version: str | None) -> Path:
@@ -63,27 +63,19 @@ def build_standalone_for(root: Path, name: str, version: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from netboot.image.addon import build_addon
-    from netboot.image.standalone import InitrdError
 
-    try:
-        config = config_mod.load(args.config)
-    except config_mod.ConfigError as exc:
-        _fail(str(exc))
-        return 2  # a bad config exits 2 in every subcommand
+    config = config_mod.load(args.config)
     root = args.root or config.root
-    try:
+    with os_errors_shown(_path_and_reason):
         if args.standalone:
             output = build_standalone_for(root, args.standalone, args.image_version)
             print(f"netboot initrd: wrote {output} ({output.stat().st_size} bytes)")
             return 0
         if args.image_version:
-            return _fail("--version only applies with --standalone IMAGE")
+            raise ImageError("--version only applies with --standalone IMAGE")
         output = args.output or root / layout.ADDON_INITRD
         kernels = build_addon(root, output)
-    except InitrdError as exc:
-        return _fail(str(exc))
-    except OSError as exc:
-        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        size = output.stat().st_size
     bundled = ", ".join(kernels) if kernels else "none (no published image names a kernel)"
-    print(f"netboot initrd: wrote {output} ({output.stat().st_size} bytes); modules for: {bundled}")
+    print(f"netboot initrd: wrote {output} ({size} bytes); modules for: {bundled}")
     return 0

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from netboot import bootmenu, ipxe_script
-from netboot.config import ConfigError, load_for_command
+from netboot.config import load_for_command
+from netboot.errors import UserError
 from netboot.records import normalize_mac
 
 
@@ -21,12 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = load_for_command(args.config, {"server.root": args.root})
     try:
-        config = load_for_command(args.config, {"server.root": args.root})
         mac = normalize_mac(args.mac)
-    except (ConfigError, ValueError) as exc:
-        print(f"netboot ipxe: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     address = args.address or config.server.address or "SERVER"
     port = "" if args.http_port == 80 else f":{args.http_port}"
     base = f"http://{address}{port}"

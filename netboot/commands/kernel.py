@@ -11,7 +11,6 @@ import argparse
 import filecmp
 import os
 import shutil
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +18,10 @@ from pathlib import Path
 from netboot import config as config_mod
 from netboot import layout
 from netboot.image import publish
-from netboot.image.errors import ImageError
+from netboot.image.errors import ImageError, os_errors_shown
 from netboot.image.kernel import KernelInfo, extract_kernel, extract_kernel_from_squashfs
 from netboot.image.mounts import Mounts, assemble, enter_private_namespace
-from netboot.image.signals import DeferredInterrupts, Interrupted, interrupts_raise
+from netboot.image.signals import DeferredInterrupts, interrupts_raise
 from netboot.image.sources import is_path, parse_source
 
 
@@ -136,31 +135,17 @@ def _extract_only(args: argparse.Namespace, root: Path, base_dir: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_mod.load_for_command(
-            args.config,
-            {
-                "server.root": str(args.root) if args.root else None,
-                "image.base_dir": str(args.base_dir) if args.base_dir else None,
-            },
-        )
-    except config_mod.ConfigError as exc:
-        print(f"netboot kernel: {exc}", file=sys.stderr)
-        return 2
+    config = config_mod.load_for_command(
+        args.config,
+        {
+            "server.root": str(args.root) if args.root else None,
+            "image.base_dir": str(args.base_dir) if args.base_dir else None,
+        },
+    )
     base_dir = Path(config.image.base_dir)
-    try:
-        with interrupts_raise():
-            if args.output is not None:
-                print(_extract_only(args, config.root, base_dir))
-            else:
-                print(_republish(args, config.root, base_dir))
-    except Interrupted as exc:
-        print(f"netboot kernel: {exc}; nothing published", file=sys.stderr)
-        return exc.exit_code
-    except ImageError as exc:
-        print(f"netboot kernel: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"netboot kernel: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 1
+    with os_errors_shown(), interrupts_raise("nothing published"):
+        if args.output is not None:
+            print(_extract_only(args, config.root, base_dir))
+        else:
+            print(_republish(args, config.root, base_dir))
     return 0

@@ -16,9 +16,17 @@ from pathlib import Path
 
 from netboot import config as config_mod
 from netboot.atomic import write_atomically
+from netboot.errors import UserError
 
 EXPORT_OPTIONS = "*(ro,async,crossmnt,no_subtree_check,no_root_squash,insecure)"
 EXPORTS_FILE = Path("/etc/exports.d/netboot.exports")
+
+
+class ExportError(UserError):
+    """The exports cannot be installed (a missing directory, an unwritable /etc); exit 1:
+    the command line was right, the system is not ready."""
+
+    exit_code = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,11 +73,7 @@ def install(text: str, target: Path = EXPORTS_FILE) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_mod.load(args.config)
-    except config_mod.ConfigError as exc:
-        print(f"netboot nfs: {exc}", file=sys.stderr)
-        return 2  # a bad config exits 2 in every subcommand
+    config = config_mod.load(args.config)
     root = args.root or config.root
     paths = export_paths(config, root)
     missing = [str(p) for p in paths if not p.is_dir()]
@@ -80,12 +84,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"netboot nfs: warning: not a directory: {', '.join(missing)}", file=sys.stderr)
         return 0
     if missing:
-        print(f"netboot nfs: cannot export missing {', '.join(missing)}", file=sys.stderr)
-        return 1
+        raise ExportError(f"cannot export missing {', '.join(missing)}")
     try:
         status = install(text)
     except OSError as exc:
-        print(f"netboot nfs: cannot write {EXPORTS_FILE}: {exc.strerror}", file=sys.stderr)
-        return 1
+        raise ExportError(f"cannot write {EXPORTS_FILE}: {exc.strerror}") from exc
     print(f"netboot nfs: wrote {EXPORTS_FILE}; {status}")
     return 0 if status == "exports reloaded" else 1

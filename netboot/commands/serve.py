@@ -1,14 +1,17 @@
-"""`netboot serve`: options, config merging, and the one-line errors of start-up."""
+"""`netboot serve`: options and config merging; then the server runs until a signal.
+
+A bad config, an unknown interface or a port already taken is raised as a `UserError`
+(ConfigError, InterfaceError, StartupError) and shown by `cli.main` as one line, exit 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import sys
 from pathlib import Path
 
-from netboot.config import ConfigError, load_for_command
+from netboot.config import load_for_command
 from netboot.config_flags import add_key_flags, overrides
 
 # flag -> config key; every flag has a key and flags win over the file
@@ -56,25 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netboot.netinfo import InterfaceError, pick_interface
-    from netboot.server import NetbootServer, StartupError, run_until_signalled
+    from netboot.netinfo import pick_interface
+    from netboot.server import NetbootServer, run_until_signalled
 
-    try:
-        given = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
-        config = load_for_command(args.config, {**overrides(args), **given})
-    except ConfigError as exc:
-        print(f"netboot serve: {exc}", file=sys.stderr)
-        return 2
+    given = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
+    config = load_for_command(args.config, {**overrides(args), **given})
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else config.server.log_level.upper())
     server_conf = config.server
-    try:
-        interface = pick_interface(server_conf.interface, server_conf.address)
-    except InterfaceError as exc:
-        print(f"netboot serve: {exc}", file=sys.stderr)
-        return 2
+    interface = pick_interface(server_conf.interface, server_conf.address)
     server = NetbootServer(config, interface, server_conf.address or interface.address)
-    try:
-        return asyncio.run(run_until_signalled(server))
-    except (StartupError, ConfigError) as exc:
-        print(f"netboot serve: {exc}", file=sys.stderr)
-        return 2
+    return asyncio.run(run_until_signalled(server))

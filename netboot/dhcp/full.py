@@ -49,6 +49,7 @@ from netboot.dhcp.sockets import (
     open_udp_socket,
     reply_address,
 )
+from netboot.errors import UserError
 from netboot.policy import BootPolicy, PxeAnswer
 from netboot.records import ClientRecords
 
@@ -63,7 +64,7 @@ HANDLED = (DISCOVER, REQUEST, DECLINE, RELEASE, INFORM)
 Reply = tuple[bytes, tuple[str, int]]
 
 
-class FullDhcpError(Exception):
+class FullDhcpError(UserError):
     """Full DHCP cannot start (lease file unreadable, probe socket refused); one line."""
 
 

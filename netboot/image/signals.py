@@ -18,15 +18,15 @@ HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(ImageError):
-    """The build was stopped by a signal; exit code 128 + signal number."""
+    """The build was stopped by a signal; exit code 128 + signal number, as a shell
+    reports a process killed by it. `outcome` says what the interruption left behind."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+    def __init__(self, signum: int, outcome: str = "") -> None:
+        line = f"interrupted by {signal.Signals(signum).name}"
+        super().__init__(f"{line}; {outcome}" if outcome else line)
         self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
+        self.outcome = outcome
+        self.exit_code = 128 + signum
 
 
 def _raise(signum: int, _frame: FrameType | None) -> None:
@@ -34,11 +34,17 @@ def _raise(signum: int, _frame: FrameType | None) -> None:
 
 
 @contextmanager
-def interrupts_raise() -> Iterator[None]:
-    """Within this block SIGINT, SIGTERM and SIGHUP raise `Interrupted`."""
+def interrupts_raise(outcome: str = "") -> Iterator[None]:
+    """Within this block SIGINT, SIGTERM and SIGHUP raise `Interrupted`. An interruption
+    leaving the block carries `outcome` ("nothing published"), so the one line the user
+    sees says what state the signal left."""
     old = {s: signal.signal(s, _raise) for s in HANDLED}
     try:
         yield
+    except Interrupted as exc:
+        if outcome and not exc.outcome:
+            raise Interrupted(exc.signum, outcome) from None
+        raise
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from netboot.atomic import write_atomically
 from netboot.image import cpio
+from netboot.image.errors import ImageError
 from netboot.resources import ipxe_dir
 
 # ipxe/initrd/ of the source tree: the shell scripts both initrds are made of.
@@ -36,8 +37,8 @@ REQUIRED_MODULES = ("loop", "squashfs", "overlay")
 NFS_MODULES = ("nfsv4", "nfsv3")
 
 
-class InitrdError(Exception):
-    """A build problem; str() is the one line shown to the user."""
+class InitrdError(ImageError):
+    """A build problem; str() is the one line shown to the user (exit 1)."""
 
 
 @dataclass(frozen=True)

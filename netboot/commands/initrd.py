@@ -15,6 +15,7 @@ from pathlib import Path
 from netboot import config as config_mod
 from netboot import layout
 from netboot.image.errors import ImageError, os_errors_shown
+from netboot.image.manifest import Manifest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,8 +48,8 @@ def build_standalone_for(root: Path, name: str, version: str | None) -> Path:
     if found is None:
         which = f"version {version}" if version else "current version"
         raise InitrdError(f"image {name!r} has no {which} under {root / layout.IMAGES_DIR}")
-    kernel_version = found.manifest.get("kernel_version")
-    if not kernel_version or not isinstance(kernel_version, str):
+    kernel_version = Manifest.from_dict(found.manifest).kernel_version
+    if not kernel_version:
         raise InitrdError(f"{found.directory / layout.MANIFEST} names no kernel_version")
     if found.squashfs is None:
         raise InitrdError(f"{found.directory} has no {layout.SQUASHFS}")

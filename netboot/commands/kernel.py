@@ -12,7 +12,6 @@ import filecmp
 import os
 import shutil
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from netboot import config as config_mod
@@ -20,6 +19,7 @@ from netboot import layout
 from netboot.image import publish
 from netboot.image.errors import ImageError, os_errors_shown
 from netboot.image.kernel import KernelInfo, extract_kernel, extract_kernel_from_squashfs
+from netboot.image.manifest import Manifest
 from netboot.image.mounts import Mounts, assemble, enter_private_namespace
 from netboot.image.signals import DeferredInterrupts, interrupts_raise
 from netboot.image.sources import is_path, parse_source
@@ -90,38 +90,27 @@ def _same_kernel(info: KernelInfo, current: layout.ImageVersion) -> bool:
 def _republish(args: argparse.Namespace, root: Path, base_dir: Path) -> str:
     """Publish current's squashfs with the kernel found now as a new version."""
     name = _image_name(args, base_dir)
-    image_dir = layout.image_dir(root, name)
     current = layout.resolve_link(root, name, layout.CURRENT)
     if current is None or current.squashfs is None:
         raise ImageError(f"{name} has no published version; run netboot image first")
-    with publish.image_lock(image_dir):
-        publish.clean_stale(image_dir)
-        version = publish.new_version(image_dir / layout.VERSIONS)
-        staging = publish.create_staging(image_dir, version)
-        try:
-            info = _extract(args, root, base_dir, staging)
-            if _same_kernel(info, current):
-                shutil.rmtree(staging)
-                return f"netboot kernel: {name}: {current.version} already has that kernel"
-            os.link(current.squashfs, staging / layout.SQUASHFS)
-            manifest = dict(current.manifest)
-            manifest.update(
-                version=version,
-                kernel_version=info.version,
-                kernel=info.kernel_source,
-                initrd=info.initrd_source,
-                created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                kernel_from=args.image,
-            )
-            publish.write_manifest(staging, manifest)
-            publish.publish(image_dir, staging, version, backup=True)
-        except BaseException:
-            with DeferredInterrupts(reraise=False):
-                shutil.rmtree(staging, ignore_errors=True)
-            raise
+    with publish.publication(layout.image_dir(root, name)) as staged:
+        info = _extract(args, root, base_dir, staged.staging)
+        if _same_kernel(info, current):
+            return f"netboot kernel: {name}: {current.version} already has that kernel"
+        os.link(current.squashfs, staged.staging / layout.SQUASHFS)
+        manifest = Manifest.from_dict(current.manifest).derive(
+            name=name,
+            version=staged.version,
+            kernel_version=info.version,
+            kernel=info.kernel_source,
+            initrd=info.initrd_source,
+            standalone_initrd=False,  # standalone.img belongs to the old kernel's version
+            kernel_from=args.image,
+        )
+        staged.commit(manifest, backup=True)
     initrd = "initrd.img" if info.initrd else "no initrd"
     return (
-        f"netboot kernel: {name} {version} published: kernel {info.version or '?'} "
+        f"netboot kernel: {name} {staged.version} published: kernel {info.version or '?'} "
         f"({info.kernel_source}), {initrd}"
     )
 

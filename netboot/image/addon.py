@@ -11,7 +11,6 @@ One add-on serves every image: modules are bundled for each kernel version publi
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from netboot import layout
 from netboot.atomic import write_atomically
 from netboot.image import cpio
+from netboot.image.manifest import Manifest
 from netboot.image.standalone import (
     NFS_MODULES,
     InitrdError,
@@ -35,15 +35,12 @@ log = logging.getLogger("netboot.image.addon")
 def published_kernels(root: Path) -> dict[str, Path]:
     """kernel_version -> a root.squashfs that has it, over every published version."""
     kernels: dict[str, Path] = {}
-    for manifest in sorted((root / layout.IMAGES_DIR).glob(f"*/{layout.VERSIONS}/*/*")):
-        if manifest.name != layout.MANIFEST:
+    for path in sorted((root / layout.IMAGES_DIR).glob(f"*/{layout.VERSIONS}/*/*")):
+        if path.name != layout.MANIFEST:
             continue
-        try:
-            version = json.loads(manifest.read_text()).get("kernel_version", "")
-        except (OSError, ValueError):
-            continue
-        squashfs = manifest.parent / layout.SQUASHFS
-        if isinstance(version, str) and version and squashfs.is_file():
+        version = Manifest.read(path.parent).kernel_version
+        squashfs = path.parent / layout.SQUASHFS
+        if version and squashfs.is_file():
             kernels.setdefault(version, squashfs)
     return kernels
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from netboot import layout
 from netboot.image import cleanup, publish
 from netboot.image.errors import ImageError
 from netboot.image.kernel import KernelInfo, extract_kernel
-from netboot.image.mounts import Mounts, assemble, remove_tree
+from netboot.image.manifest import Manifest
+from netboot.image.mounts import Mounts, assemble
 from netboot.image.progress import Progress
 from netboot.image.signals import DeferredInterrupts
 from netboot.image.sources import Source
@@ -138,47 +138,25 @@ def _standalone_initrd(tree: Path, kernel: KernelInfo, staging: Path, name: str)
     )
 
 
-def _discard(staging: Path) -> None:
-    """Remove a failed build's staging directory; if that fails too, say so and leave it
-    to the next build rather than hide the error that got us here."""
-    try:
-        if staging.exists():
-            remove_tree(staging)
-    except (ImageError, OSError) as exc:
-        print(f"netboot image: warning: {staging} left behind: {exc}", file=sys.stderr)
-
-
 def build_image(source: Source, settings: BuildSettings) -> BuildOutcome:
     """Build and publish one image; raises ImageError (or Interrupted) with nothing
     published and nothing left mounted."""
-    image_dir = layout.image_dir(settings.root, source.name)
-    with publish.image_lock(image_dir):
-        publish.clean_stale(image_dir)
-        version = publish.new_version(image_dir / layout.VERSIONS)
-        staging = publish.create_staging(image_dir, version)
-        try:
-            squash, kernel = _squash_tree(source, settings, staging)
-            squashfs = staging / layout.SQUASHFS
-            manifest = {
-                "name": source.name,
-                "version": version,
-                "size": squash.size,
-                "sha256": publish.sha256_file(squashfs),
-                "kernel_version": kernel.version,
-                "kernel": kernel.kernel_source,
-                "initrd": kernel.initrd_source,
-                "standalone_initrd": (staging / layout.STANDALONE_INITRD).is_file(),
-                "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "source": source.spec,
-                "cleanup": settings.cleanup,
-                "mksquashfs_params": settings.params,
-            }
-            os.chmod(squashfs, 0o644)
-            publish.write_manifest(staging, manifest)
-            directory = publish.publish(image_dir, staging, version, settings.backup)
-        except BaseException:
-            with DeferredInterrupts(reraise=False):
-                _discard(staging)
-            raise
-        pruned = publish.prune(image_dir, settings.keep_versions)
-    return BuildOutcome(source.name, version, directory, squash, kernel, pruned)
+    with publish.publication(layout.image_dir(settings.root, source.name)) as staged:
+        squash, kernel = _squash_tree(source, settings, staged.staging)
+        squashfs = staged.staging / layout.SQUASHFS
+        os.chmod(squashfs, 0o644)
+        manifest = Manifest(
+            name=source.name,
+            version=staged.version,
+            size=squash.size,
+            sha256=publish.sha256_file(squashfs),
+            kernel_version=kernel.version,
+            kernel=kernel.kernel_source,
+            initrd=kernel.initrd_source,
+            standalone_initrd=(staged.staging / layout.STANDALONE_INITRD).is_file(),
+            source=source.spec,
+            cleanup=settings.cleanup,
+            mksquashfs_params=tuple(settings.params),
+        )
+        directory = staged.commit(manifest, settings.backup, settings.keep_versions)
+    return BuildOutcome(source.name, staged.version, directory, squash, kernel, staged.pruned)

@@ -4,21 +4,27 @@ A build writes into `versions/.VER.tmp/`, which is renamed to `versions/VER` onl
 complete; `current` and `previous` are switched by renaming a new symlink over the old
 (`os.replace`), so a reader sees the old version or the new one, never a half of either.
 Clients that booted a version keep reading its files (LTSP issue 928 rewrote them).
+
+`publication()` is the whole transaction, shared by `netboot image` and `netboot kernel`:
+lock, stage, write the manifest, switch, prune; anything that goes wrong before the switch
+removes the staging directory and leaves the old version serving.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from netboot import layout
 from netboot.image.errors import ImageError
+from netboot.image.manifest import Manifest
 from netboot.image.mounts import remove_tree
 from netboot.image.signals import DeferredInterrupts
 
@@ -95,16 +101,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(directory: Path, manifest: dict) -> None:
-    path = directory / layout.MANIFEST
-    with open(path, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(path, 0o644)
-
-
 def link_target(image_dir: Path, name: str) -> str | None:
     """The version a link names ('versions/VER' -> 'VER'), if the link exists."""
     try:
@@ -172,3 +168,56 @@ def revert(image_dir: Path) -> tuple[str, str]:
             switch_link(image_dir, layout.PREVIOUS, current)
         fsync_path(image_dir)
     return previous, current or ""
+
+
+def discard(staging: Path) -> None:
+    """Remove an unpublished staging directory; if that fails too, say so and leave it to
+    the next run (`clean_stale`) rather than hide the error that got us here."""
+    try:
+        if staging.exists():
+            remove_tree(staging)
+    except (ImageError, OSError) as exc:
+        print(f"netboot: warning: {staging} left behind: {exc}", file=sys.stderr)
+
+
+@dataclass
+class Publication:
+    """One version on its way into an image: files go into `staging`, `commit` publishes."""
+
+    image_dir: Path
+    version: str
+    staging: Path
+    directory: Path | None = None  # versions/VER once committed
+    pruned: list[str] = field(default_factory=list)
+
+    def commit(self, manifest: Manifest, backup: bool = True, keep: int | None = None) -> Path:
+        """Write the manifest, switch `current` to the new version (the old one becomes
+        `previous` with backup) and, with `keep`, prune versions beyond the newest `keep`."""
+        manifest.write(self.staging)
+        self.directory = publish(self.image_dir, self.staging, self.version, backup)
+        if keep is not None:
+            self.pruned = prune(self.image_dir, keep)
+        return self.directory
+
+
+@contextmanager
+def publication(image_dir: Path) -> Iterator[Publication]:
+    """The publish transaction of one image, under its lock: a fresh version id and its
+    staging directory (stale ones of killed runs removed first).
+
+    The block fills `staging` and calls `commit`. If it raises, or a signal interrupts
+    it, the staging directory is removed and the old version keeps serving; a block that
+    ends without committing (nothing new to publish) leaves nothing behind either.
+    """
+    with image_lock(image_dir):
+        clean_stale(image_dir)
+        version = new_version(image_dir / layout.VERSIONS)
+        staged = Publication(image_dir, version, create_staging(image_dir, version))
+        try:
+            yield staged
+        except BaseException:
+            with DeferredInterrupts(reraise=False):
+                discard(staged.staging)
+            raise
+        if staged.directory is None:
+            discard(staged.staging)

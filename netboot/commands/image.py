@@ -15,6 +15,7 @@ from pathlib import Path
 
 from netboot import config as config_mod
 from netboot import layout
+from netboot.commands.image_options import add_kernel_rule_flag, add_location_flags, image_config
 from netboot.config_flags import add_key_flags, overrides
 from netboot.image import publish
 from netboot.image.build import BuildOutcome, BuildSettings, build_image
@@ -58,13 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CMD",
         help="command prefix for mksquashfs ('' for none; default: nice ionice -c3)",
     )
-    parser.add_argument(
-        "-k",
-        "--kernel-initrd",
-        dest="kernel_initrd",
-        metavar="GLOB-REGEX",
-        help="kernel glob and sed for its initrd, tried first: 'vmlinuz-6* s|vmlinuz|initrd.img|'",
-    )
+    add_kernel_rule_flag(parser)
     parser.add_argument(
         "-m",
         "--mksquashfs-params",
@@ -79,11 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="make 'previous' current again (and current previous)",
     )
-    parser.add_argument("--config", type=Path, metavar="FILE", help="config file")
-    parser.add_argument("--root", type=Path, metavar="DIR", help="served root (server.root)")
-    parser.add_argument(
-        "--base-dir", type=Path, metavar="DIR", help="where sources are looked up (image.base_dir)"
-    )
+    add_location_flags(parser)
     parser.add_argument(
         "sources",
         nargs="*",
@@ -234,14 +225,7 @@ def _refresh_addon(root: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_mod.load_for_command(
-        args.config,
-        {
-            **overrides(args),
-            "server.root": str(args.root) if args.root else None,
-            "image.base_dir": str(args.base_dir) if args.base_dir else None,
-        },
-    )
+    config = image_config(args, overrides(args))
     base_dir = Path(config.image.base_dir)
     with os_errors_shown():
         if args.revert:

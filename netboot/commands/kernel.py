@@ -14,8 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from netboot import config as config_mod
 from netboot import layout
+from netboot.commands.image_options import add_kernel_rule_flag, add_location_flags, image_config
 from netboot.image import publish
 from netboot.image.errors import ImageError, os_errors_shown
 from netboot.image.kernel import KernelInfo, extract_kernel, extract_kernel_from_squashfs
@@ -26,18 +26,8 @@ from netboot.image.sources import is_path, parse_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-k",
-        "--kernel-initrd",
-        dest="kernel_initrd",
-        metavar="GLOB-REGEX",
-        help="kernel glob and sed for its initrd, tried first: 'vmlinuz-6* s|vmlinuz|initrd.img|'",
-    )
-    parser.add_argument("--config", type=Path, metavar="FILE", help="config file")
-    parser.add_argument("--root", type=Path, metavar="DIR", help="served root (server.root)")
-    parser.add_argument(
-        "--base-dir", type=Path, metavar="DIR", help="where sources are looked up (image.base_dir)"
-    )
+    add_kernel_rule_flag(parser)
+    add_location_flags(parser)
     parser.add_argument(
         "--output", type=Path, metavar="DIR", help="only extract vmlinuz and initrd.img into DIR"
     )
@@ -124,13 +114,7 @@ def _extract_only(args: argparse.Namespace, root: Path, base_dir: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_mod.load_for_command(
-        args.config,
-        {
-            "server.root": str(args.root) if args.root else None,
-            "image.base_dir": str(args.base_dir) if args.base_dir else None,
-        },
-    )
+    config = image_config(args)
     base_dir = Path(config.image.base_dir)
     with os_errors_shown(), interrupts_raise("nothing published"):
         if args.output is not None:

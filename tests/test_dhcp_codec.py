@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
-from support.packets import DHCP_SERVER, LEASED_IP, MAC, SMBIOS_UUID, load
+from testbed.packets import DHCP_SERVER, LEASED_IP, MAC, SMBIOS_UUID, load
 
 from netboot import config as config_mod
 from netboot.dhcp import packet, pxe

@@ -13,24 +13,15 @@ from typing import Any
 
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
-from test_dhcp_full_lan import (
-    SERVER_IP,
-    Lan,
-    client_socket,
-    exchange,
-    full_config,
-    inside,
-    ip,
-    lan_bed,
-    serving,
-    until,
-)
 
 from netboot.dhcp.packet import ACK, NAK, OFFER, parse_reply
 from netboot.dhcp.sockets import open_udp_socket
+from testbed.bridge_lan import SERVER_IP, BridgeLan
+from testbed.dhcp_clients import client_socket, exchange
+from testbed.full_dhcp import full_config, serving
+from testbed.poll import until
 
-pytestmark = pytest.mark.netns
-lan_fixture = pytest.fixture(lan_bed, name="lan")
+pytestmark = pytest.mark.netns  # each test on its own `bridge_lan`
 
 
 def request_packet(
@@ -72,8 +63,10 @@ async def discover_and_request(sock: Any, mac: str, extra: list[Any] | None = No
     return bootp.yiaddr
 
 
-async def test_pxe_discover_gets_address_and_boot_file(lan: Lan, tmp_path: Path) -> None:
-    client = lan.client("pxe")
+async def test_pxe_discover_gets_address_and_boot_file(
+    bridge_lan: BridgeLan, tmp_path: Path
+) -> None:
+    client = bridge_lan.client("pxe")
     config = full_config(
         tmp_path,
         range_start="10.99.0.50",
@@ -82,7 +75,7 @@ async def test_pxe_discover_gets_address_and_boot_file(lan: Lan, tmp_path: Path)
         dns=["10.99.0.53"],
         domain="lab",
     )
-    async with serving(lan, config) as server:
+    async with serving(bridge_lan, config) as server:
         sock = client_socket(client)
         pxe = [
             ("vendor_class_id", b"PXEClient:Arch:00007:UNDI:003016"),
@@ -120,10 +113,12 @@ async def test_pxe_discover_gets_address_and_boot_file(lan: Lan, tmp_path: Path)
     assert [(x["mac"], x["address"]) for x in saved["leases"]] == [(client.mac, "10.99.0.50")]
 
 
-async def test_two_clients_never_share_and_offers_are_held(lan: Lan, tmp_path: Path) -> None:
-    one, two = lan.client("one"), lan.client("two")
+async def test_two_clients_never_share_and_offers_are_held(
+    bridge_lan: BridgeLan, tmp_path: Path
+) -> None:
+    one, two = bridge_lan.client("one"), bridge_lan.client("two")
     config = full_config(tmp_path, range_start="10.99.0.50", range_end="10.99.0.51")
-    async with serving(lan, config):
+    async with serving(bridge_lan, config):
         sock_one, sock_two = client_socket(one), client_socket(two)
         # both DISCOVER before either REQUESTs: the first offer is held, so no overlap
         p1, x1 = request_packet(one.mac, "discover")
@@ -132,7 +127,7 @@ async def test_two_clients_never_share_and_offers_are_held(lan: Lan, tmp_path: P
         offer_two = decode((await exchange(sock_two, p2, x2))[0])[0].yiaddr
         assert {offer_one, offer_two} == {"10.99.0.50", "10.99.0.51"}
         # a third client finds the pool of two taken by held offers: no answer
-        three = lan.client("three")
+        three = bridge_lan.client("three")
         sock_three = client_socket(three)
         p3, x3 = request_packet(three.mac, "discover")
         assert await exchange(sock_three, p3, x3, wait=1.0) == []
@@ -150,10 +145,10 @@ async def test_two_clients_never_share_and_offers_are_held(lan: Lan, tmp_path: P
             sock.close()
 
 
-async def test_request_states(lan: Lan, tmp_path: Path) -> None:
-    client, other = lan.client("c"), lan.client("o")
+async def test_request_states(bridge_lan: BridgeLan, tmp_path: Path) -> None:
+    client, other = bridge_lan.client("c"), bridge_lan.client("o")
     config = full_config(tmp_path, range_start="10.99.0.50", range_end="10.99.0.59")
-    async with serving(lan, config) as server:
+    async with serving(bridge_lan, config) as server:
         sock, sock_other = client_socket(client), client_socket(other)
         address = await discover_and_request(sock, client.mac)
 
@@ -201,12 +196,12 @@ async def test_request_states(lan: Lan, tmp_path: Path) -> None:
         sock_other.close()
 
 
-async def test_decline_blocks_the_address(lan: Lan, tmp_path: Path) -> None:
-    client = lan.client("c")
+async def test_decline_blocks_the_address(bridge_lan: BridgeLan, tmp_path: Path) -> None:
+    client = bridge_lan.client("c")
     config = full_config(
         tmp_path, range_start="10.99.0.50", range_end="10.99.0.59", decline_time=300
     )
-    async with serving(lan, config) as server:
+    async with serving(bridge_lan, config) as server:
         sock = client_socket(client)
         address = await discover_and_request(sock, client.mac)
         payload, _ = request_packet(
@@ -221,7 +216,7 @@ async def test_decline_blocks_the_address(lan: Lan, tmp_path: Path) -> None:
         assert [b["address"] for b in saved["blocked"]] == [address]
         assert [x["address"] for x in saved["leases"]] == [second]
         # the machine that does use the declined address renews it: ACK, block lifted
-        user = lan.client("user")
+        user = bridge_lan.client("user")
         sock = client_socket(user)
         payload, xid = request_packet(user.mac, "request", ciaddr=address)
         bootp, options = decode((await exchange(sock, payload, xid))[0])
@@ -230,15 +225,17 @@ async def test_decline_blocks_the_address(lan: Lan, tmp_path: Path) -> None:
         sock.close()
 
 
-async def test_reservation_wins_and_is_never_given_away(lan: Lan, tmp_path: Path) -> None:
-    owner, stranger = lan.client("owner"), lan.client("stranger")
+async def test_reservation_wins_and_is_never_given_away(
+    bridge_lan: BridgeLan, tmp_path: Path
+) -> None:
+    owner, stranger = bridge_lan.client("owner"), bridge_lan.client("stranger")
     config = full_config(
         tmp_path,
         range_start="10.99.0.50",
         range_end="10.99.0.51",
         reservations={owner.mac: {"address": "10.99.0.50", "hostname": "pc01"}},
     )
-    async with serving(lan, config):
+    async with serving(bridge_lan, config):
         sock_owner, sock_stranger = client_socket(owner), client_socket(stranger)
         # the stranger asks for the reserved address: it gets the other one
         payload, xid = request_packet(
@@ -255,14 +252,16 @@ async def test_reservation_wins_and_is_never_given_away(lan: Lan, tmp_path: Path
         sock_stranger.close()
 
 
-async def test_relay_answers_only_for_the_local_subnet(lan: Lan, tmp_path: Path) -> None:
-    relay = lan.client("relay")
+async def test_relay_answers_only_for_the_local_subnet(
+    bridge_lan: BridgeLan, tmp_path: Path
+) -> None:
+    relay = bridge_lan.client("relay")
     # the relay agent: an address on the LAN, listening on the server port 67
-    ns, interface = relay.namespace, relay.interface
-    ip("-n", ns, "addr", "add", "10.99.0.9/24", "dev", interface)
+    ns, interface = relay.ns, relay.interface
+    ns.ip("addr", "add", "10.99.0.9/24", "dev", interface)
     config = full_config(tmp_path, range_start="10.99.0.50", range_end="10.99.0.59")
-    async with serving(lan, config) as server:
-        with inside(ns):
+    async with serving(bridge_lan, config) as server:
+        with ns.entered():
             sock = open_udp_socket(67, interface)
         loop = asyncio.get_running_loop()
         payload, xid = request_packet("52:54:00:aa:bb:01", "discover", giaddr="10.99.0.9")
@@ -280,10 +279,12 @@ async def test_relay_answers_only_for_the_local_subnet(lan: Lan, tmp_path: Path)
         sock.close()
 
 
-async def test_malformed_packets_are_counted_and_survived(lan: Lan, tmp_path: Path) -> None:
-    client = lan.client("c")
+async def test_malformed_packets_are_counted_and_survived(
+    bridge_lan: BridgeLan, tmp_path: Path
+) -> None:
+    client = bridge_lan.client("c")
     config = full_config(tmp_path, range_start="10.99.0.50", range_end="10.99.0.59")
-    async with serving(lan, config) as server:
+    async with serving(bridge_lan, config) as server:
         sock = client_socket(client)
         loop = asyncio.get_running_loop()
         good, _ = request_packet(client.mac, "discover")

@@ -10,24 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_dhcp_full_lan import (
-    DHCLIENT_SCRIPT,
-    SERVER_IP,
-    UDHCPC_SCRIPT,
-    Lan,
-    bound_address,
-    full_config,
-    ip,
-    lan_bed,
-    parse_events,
-    serving,
-    udhcpc,
-    until,
-    write_script,
-)
 
-pytestmark = pytest.mark.netns
-lan_fixture = pytest.fixture(lan_bed, name="lan")
+from testbed.bridge_lan import SERVER_IP, BridgeLan, Client
+from testbed.dhcp_clients import bound_address, dhclient, parse_events, start_udhcpc, udhcpc
+from testbed.full_dhcp import full_config, serving
+from testbed.poll import until
+
+pytestmark = pytest.mark.netns  # each test on its own `bridge_lan`
 
 
 def saved_leases(tmp_path: Path) -> dict[str, str]:
@@ -36,8 +25,17 @@ def saved_leases(tmp_path: Path) -> dict[str, str]:
     return {lease["mac"]: lease["address"] for lease in data["leases"]}
 
 
-async def test_udhcpc_and_dhclient_get_distinct_leases(lan: Lan, tmp_path: Path) -> None:
-    busybox, isc = lan.client("bb"), lan.client("isc")
+def squat(bridge_lan: BridgeLan, address: str) -> Client:
+    """A machine that uses `address` without asking any DHCP server."""
+    squatter = bridge_lan.client("squat")
+    squatter.ns.ip("addr", "add", f"{address}/24", "dev", squatter.interface)
+    return squatter
+
+
+async def test_udhcpc_and_dhclient_get_distinct_leases(
+    bridge_lan: BridgeLan, tmp_path: Path
+) -> None:
+    busybox, isc = bridge_lan.client("bb"), bridge_lan.client("isc")
     config = full_config(
         tmp_path,
         range_start="10.99.0.100",
@@ -48,7 +46,7 @@ async def test_udhcpc_and_dhclient_get_distinct_leases(lan: Lan, tmp_path: Path)
         lease_time=600,
         reservations={busybox.mac: {"address": "", "hostname": "bbox"}},
     )
-    async with serving(lan, config) as server:
+    async with serving(bridge_lan, config) as server:
         code, events = await udhcpc(tmp_path, busybox)
         assert code == 0
         bound = next(e for e in events if e["event"] == "bound")
@@ -57,27 +55,8 @@ async def test_udhcpc_and_dhclient_get_distinct_leases(lan: Lan, tmp_path: Path)
         assert bound["lease"] == "600" and bound["serverid"] == SERVER_IP
         assert bound["hostname"] == "bbox" and bound["broadcast"] == "10.99.0.255"
 
-        script = write_script(tmp_path, "dhclient.sh", DHCLIENT_SCRIPT)
         out = tmp_path / "dhclient.log"
-        files = ["-lf", str(tmp_path / "dhclient.leases"), "-pf", str(tmp_path / "dhclient.pid")]
-        proc = await asyncio.create_subprocess_exec(
-            "ip",
-            "netns",
-            "exec",
-            isc.namespace,
-            "dhclient",
-            "-1",
-            "-v",
-            "-sf",
-            str(script),
-            "-e",
-            f"NB_OUT={out}",
-            *files,
-            isc.interface,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert await dhclient(tmp_path, isc, out, "-1") == 0
         events = parse_events(out)
         bound = next(e for e in events if e["event"] in ("BOUND", "REBOOT"))
         assert bound["ip"] == "10.99.0.101" and bound["mask"] == "255.255.255.0"
@@ -85,24 +64,7 @@ async def test_udhcpc_and_dhclient_get_distinct_leases(lan: Lan, tmp_path: Path)
         assert saved_leases(tmp_path) == {busybox.mac: "10.99.0.100", isc.mac: "10.99.0.101"}
 
         # dhclient -r: a RELEASE from the bound address, then the daemon stops
-        proc = await asyncio.create_subprocess_exec(
-            "ip",
-            "netns",
-            "exec",
-            isc.namespace,
-            "dhclient",
-            "-r",
-            "-v",
-            "-sf",
-            str(script),
-            "-e",
-            f"NB_OUT={out}",
-            *files,
-            isc.interface,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert await dhclient(tmp_path, isc, out, "-r") == 0
         assert await until(lambda: server.stats["releases"] == 1), server.stats
         released = server.leases.lease_at("10.99.0.101")
         assert released is not None and not released.valid(time.time())
@@ -111,36 +73,14 @@ async def test_udhcpc_and_dhclient_get_distinct_leases(lan: Lan, tmp_path: Path)
         assert kept.client == "id:01" + busybox.mac.replace(":", "")  # udhcpc sends option 61
 
 
-async def test_udhcpc_renews_and_releases(lan: Lan, tmp_path: Path) -> None:
-    client = lan.client("renew")
+async def test_udhcpc_renews_and_releases(bridge_lan: BridgeLan, tmp_path: Path) -> None:
+    client = bridge_lan.client("renew")
     config = full_config(tmp_path, range_start="10.99.0.100", range_end="10.99.0.110")
-    async with serving(lan, config) as server:
-        script = write_script(tmp_path, "udhcpc.sh", UDHCPC_SCRIPT)
+    async with serving(bridge_lan, config) as server:
         out = tmp_path / "renew.log"
-        env = {"NB_OUT": str(out), "NB_CONFIGURE": "1", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         # no -q: it stays bound; SIGUSR1 makes it renew (unicast from its address) at once,
         # -R makes it send a RELEASE when it exits
-        proc = await asyncio.create_subprocess_exec(
-            "ip",
-            "netns",
-            "exec",
-            client.namespace,
-            "busybox",
-            "udhcpc",
-            "-i",
-            client.interface,
-            "-f",
-            "-R",
-            "-t",
-            "3",
-            "-T",
-            "1",
-            "-s",
-            str(script),
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        proc = await start_udhcpc(tmp_path, client, out, "-R", "-t", "3", "-T", "1", configure=True)
         try:
             await wait_for_event(out, "bound")
             acks = server.stats["acks"]
@@ -168,12 +108,12 @@ async def wait_for_event(out: Path, event: str) -> None:
 
 
 async def test_pool_of_ten_with_twelve_clients(
-    lan: Lan, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    bridge_lan: BridgeLan, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clients = [lan.client(f"m{i}", index=i, namespace="many") for i in range(12)]
+    clients = [bridge_lan.client(f"m{i}", index=i, namespace="many") for i in range(12)]
     config = full_config(tmp_path, range_start="10.99.0.100", range_end="10.99.0.109", probe=True)
     caplog.set_level(logging.WARNING, logger="netboot.dhcp.full")
-    async with serving(lan, config) as server:
+    async with serving(bridge_lan, config) as server:
         results = await asyncio.gather(*(udhcpc(tmp_path, client, tries=2) for client in clients))
         codes = [code for code, _ in results]
         addresses = [bound_address(events) for _, events in results]
@@ -188,13 +128,13 @@ async def test_pool_of_ten_with_twelve_clients(
     assert len(saved_leases(tmp_path)) == 10
 
 
-async def test_probe_skips_an_address_in_use(lan: Lan, tmp_path: Path) -> None:
-    squatter, client = lan.client("squat"), lan.client("c")
-    ip("-n", squatter.namespace, "addr", "add", "10.99.0.100/24", "dev", squatter.interface)
+async def test_probe_skips_an_address_in_use(bridge_lan: BridgeLan, tmp_path: Path) -> None:
+    squat(bridge_lan, "10.99.0.100")
+    client = bridge_lan.client("c")
     config = full_config(
         tmp_path, range_start="10.99.0.100", range_end="10.99.0.110", probe=True, decline_time=120
     )
-    async with serving(lan, config) as server:
+    async with serving(bridge_lan, config) as server:
         code, events = await udhcpc(tmp_path, client)
         assert code == 0 and bound_address(events) == "10.99.0.101"
         assert server.stats["probe_conflicts"] == 1
@@ -202,12 +142,12 @@ async def test_probe_skips_an_address_in_use(lan: Lan, tmp_path: Path) -> None:
     assert [b["address"] for b in blocked] == ["10.99.0.100"]
 
 
-async def test_udhcpc_declines_an_address_in_use(lan: Lan, tmp_path: Path) -> None:
-    squatter, client = lan.client("squat"), lan.client("c")
-    ip("-n", squatter.namespace, "addr", "add", "10.99.0.100/24", "dev", squatter.interface)
+async def test_udhcpc_declines_an_address_in_use(bridge_lan: BridgeLan, tmp_path: Path) -> None:
+    squat(bridge_lan, "10.99.0.100")
+    client = bridge_lan.client("c")
     # no server-side probe: the client's own ARP check (-a) finds the squatter and DECLINEs
     config = full_config(tmp_path, range_start="10.99.0.100", range_end="10.99.0.110")
-    async with serving(lan, config) as server:
+    async with serving(bridge_lan, config) as server:
         code, events = await udhcpc(tmp_path, client, "-a", tries=4)
         assert code == 0 and bound_address(events) == "10.99.0.101"
         assert server.stats["declines"] == 1

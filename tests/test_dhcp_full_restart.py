@@ -6,28 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from test_dhcp_full_lan import (
-    BRIDGE,
-    SERVER_IP,
-    Lan,
-    bound_address,
-    inside,
-    ip,
-    lan_bed,
-    udhcpc,
-)
 
 from netboot.dhcp.detect import find_other_dhcp_servers
+from testbed.bridge_lan import BRIDGE, SERVER_IP, BridgeLan, Client
+from testbed.dhcp_clients import bound_address, udhcpc
+from testbed.serve import ServeProcess
 
-pytestmark = pytest.mark.netns
-lan_fixture = pytest.fixture(lan_bed, name="lan")
+pytestmark = pytest.mark.netns  # each test on its own `bridge_lan`
 
-NETBOOT = [sys.executable, "-m", "netboot"]
 READY = "full DHCP on"
 
 
@@ -49,117 +39,85 @@ def write_config(tmp_path: Path, **dhcp: object) -> Path:
     return path
 
 
-class ServeProcess:
-    """`netboot serve --dhcp full` in the server namespace; stderr collected."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-
-    async def read_until(self, text: str, within: float = 20.0) -> bool:
-        """Collect stderr until a line contains `text` (True) or the process ends (False)."""
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(within):
-            while True:
-                line = await self.proc.stderr.readline()
-                if not line:
-                    return False
-                self.lines.append(line.decode().rstrip())
-                if text in self.lines[-1]:
-                    return True
-
-
-@contextlib.asynccontextmanager
-async def serve(lan: Lan, config: Path, *flags: str) -> AsyncIterator[ServeProcess]:
-    proc = await asyncio.create_subprocess_exec(
-        "ip",
-        "netns",
-        "exec",
-        lan.server,
-        *NETBOOT,
-        "serve",
-        "--config",
-        str(config),
-        "--interface",
-        BRIDGE,
-        "--dhcp",
-        "full",
-        *flags,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+@contextlib.contextmanager
+def serve(bridge_lan: BridgeLan, config: Path, *flags: str) -> Iterator[ServeProcess]:
+    """`netboot serve --dhcp full` on the bridge, as the config says otherwise."""
+    server = ServeProcess(
+        bridge_lan.server,
+        None,
+        interface=BRIDGE,
+        http_port=None,
+        tftp_port=None,
+        dhcp="full",
+        config=config,
+        extra=flags,
+        log_path=config.with_suffix(".log"),
     )
-    process = ServeProcess(proc)
     try:
-        yield process
+        yield server.launch()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+        server.stop()
 
 
-async def test_bindings_survive_kill_9(lan: Lan, tmp_path: Path) -> None:
-    first, second = lan.client("first"), lan.client("second")
+def last_line(server: ServeProcess) -> str:
+    return server.log().splitlines()[-1]
+
+
+async def test_bindings_survive_kill_9(bridge_lan: BridgeLan, tmp_path: Path) -> None:
+    first, second = bridge_lan.client("first"), bridge_lan.client("second")
     config = write_config(tmp_path)
-    async with serve(lan, config, "--force") as server:
-        assert await server.read_until(READY), server.lines
+    with serve(bridge_lan, config, "--force") as server:
+        assert server.wait_for(READY), server.log()
         code, events = await udhcpc(tmp_path, first)
         taken = bound_address(events)
         assert code == 0 and taken is not None
         server.proc.kill()  # SIGKILL right after the ACK: no clean shutdown
-        await server.proc.wait()
-    async with serve(lan, config, "--force") as server:
-        assert await server.read_until(READY), server.lines
-        assert "1 leases known" in server.lines[-1]
+        server.proc.wait()
+    with serve(bridge_lan, config, "--force") as server:
+        ready = server.wait_for(READY)
+        assert ready, server.log()
+        assert "1 leases known" in ready
         # another client asking for that very address gets a different one
         code, events = await udhcpc(tmp_path, second, "-r", taken)
         assert code == 0 and bound_address(events) not in (None, taken)
         # the first client comes back to its address
         code, events = await udhcpc(tmp_path, first)
         assert code == 0 and bound_address(events) == taken
-        server.proc.terminate()
-        assert await server.proc.wait() == 0
+        assert server.stop() == 0  # SIGTERM
 
 
 def kept_aside(directory: Path) -> list[Path]:
     return list(directory.glob("leases.json.corrupt-*"))
 
 
-async def test_corrupt_lease_file_is_kept_aside(lan: Lan, tmp_path: Path) -> None:
-    client = lan.client("c")
+async def test_corrupt_lease_file_is_kept_aside(bridge_lan: BridgeLan, tmp_path: Path) -> None:
+    client = bridge_lan.client("c")
     leases = tmp_path / "leases.json"
     garbage = '{"format": "netboot-leases", "version": 1, "leases": [{"client": '
     leases.write_text(garbage)
-    async with serve(lan, write_config(tmp_path), "--force") as server:
-        assert await server.read_until(READY), server.lines
-        complaints = [line for line in server.lines if "is corrupt" in line]
+    with serve(bridge_lan, write_config(tmp_path), "--force") as server:
+        assert server.wait_for(READY), server.log()
+        complaints = [line for line in server.log().splitlines() if "is corrupt" in line]
         assert len(complaints) == 1 and "starting with no leases" in complaints[0]
         aside = kept_aside(tmp_path)
         assert len(aside) == 1 and aside[0].read_text() == garbage
         assert str(aside[0]) in complaints[0]
         code, events = await udhcpc(tmp_path, client)
         assert code == 0 and bound_address(events) == "10.99.0.100"
-        server.proc.terminate()
-        await server.proc.wait()
+        server.stop()
     assert json.loads(leases.read_text())["leases"][0]["address"] == "10.99.0.100"
 
 
 @contextlib.asynccontextmanager
-async def dnsmasq(lan: Lan, tmp_path: Path, *flags: str) -> AsyncIterator[None]:
-    """dnsmasq handing out addresses from 10.99.0.2 on the same LAN."""
-    other = lan.client("other") if f"{lan.tag}-other" not in lan.namespaces else None
-    if other is not None:
-        ip("-n", other.namespace, "addr", "add", "10.99.0.2/24", "dev", other.interface)
+async def dnsmasq(other: Client, tmp_path: Path, *flags: str) -> AsyncIterator[None]:
+    """dnsmasq handing out addresses from the machine `other` (10.99.0.2) on the same LAN."""
     proc = await asyncio.create_subprocess_exec(
-        "ip",
-        "netns",
-        "exec",
-        f"{lan.tag}-other",
-        "dnsmasq",
+        *other.ns.exec("dnsmasq"),
         "--keep-in-foreground",
         "--conf-file=/dev/null",
         "--port=0",
         "--user=root",
-        "--interface=eth0",
+        f"--interface={other.interface}",
         "--bind-interfaces",
         "--dhcp-range=10.99.0.150,10.99.0.160,1h",
         f"--dhcp-leasefile={tmp_path / 'dnsmasq.leases'}",
@@ -177,16 +135,20 @@ async def dnsmasq(lan: Lan, tmp_path: Path, *flags: str) -> AsyncIterator[None]:
         await proc.wait()
 
 
-async def test_another_dhcp_server_is_found(lan: Lan, tmp_path: Path) -> None:
-    with inside(lan.server):
+async def test_another_dhcp_server_is_found(bridge_lan: BridgeLan, tmp_path: Path) -> None:
+    other = bridge_lan.client("other")
+    other.ns.ip("addr", "add", "10.99.0.2/24", "dev", other.interface)
+    with bridge_lan.server.entered():
         assert await find_other_dhcp_servers(BRIDGE, timeout=1.0) == []
     # dnsmasq ICMP-pings an address for up to 3 s before it first offers it
-    async with dnsmasq(lan, tmp_path):
-        with inside(lan.server):
+    async with dnsmasq(other, tmp_path):
+        with bridge_lan.server.entered():
             assert await find_other_dhcp_servers(BRIDGE, timeout=4.0) == ["10.99.0.2"]
     # `netboot serve --dhcp full` refuses to start: one line, exit 2
-    async with dnsmasq(lan, tmp_path, "--no-ping"), serve(lan, write_config(tmp_path)) as server:
-        assert not await server.read_until(READY)
-        assert await server.proc.wait() == 2
-        assert "another DHCP server" in server.lines[-1] and "10.99.0.2" in server.lines[-1]
-        assert SERVER_IP not in server.lines[-1]
+    config = write_config(tmp_path)
+    async with dnsmasq(other, tmp_path, "--no-ping"):
+        with serve(bridge_lan, config) as server:
+            assert not server.wait_for(READY)
+            assert server.proc.wait() == 2
+            assert "another DHCP server" in last_line(server) and "10.99.0.2" in last_line(server)
+            assert SERVER_IP not in last_line(server)

@@ -9,9 +9,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from support.lan import SERVER_IP, Lan
+import pytest
 
 from netboot import layout
+from testbed.lan import SERVER_IP, Lan
+
+pytestmark = pytest.mark.netns  # every test runs on the `lan` fixture
 
 
 def publish_fake_image(root: Path, name: str, version: str, *, initrd: bool = True) -> Path:

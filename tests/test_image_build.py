@@ -2,7 +2,8 @@
 
 Each test builds a small chroot (busybox, accounts, host keys, logs, two kernels) and runs
 the CLI on it, then looks inside the squashfs with unsquashfs. Kill tests interrupt a
-real mksquashfs run and check that nothing is left behind.
+real mksquashfs run and check that nothing is left behind. `netboot image` refuses to run
+without root, so the tests that build are marked `root`.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ def no_leftovers(tmp_path: Path, backing: Path | None = None) -> None:
             assert not (b"mksquashfs" in cmdline and str(tmp_path).encode() in cmdline)
 
 
+@pytest.mark.root
 def test_build_cleans_the_image_and_leaves_the_source_untouched(served: Served) -> None:
     source = make_chroot(served.base / "deb")
     before = tree_digest(source)
@@ -226,6 +228,7 @@ def test_build_cleans_the_image_and_leaves_the_source_untouched(served: Served) 
     no_leftovers(served.root.parent)
 
 
+@pytest.mark.root
 def test_second_build_moves_previous_and_revert_swaps_back(served: Served) -> None:
     make_chroot(served.base / "deb")
     assert served.image("deb").returncode == 0
@@ -248,6 +251,7 @@ def test_second_build_moves_previous_and_revert_swaps_back(served: Served) -> No
     assert served.link("deb", "previous") == second  # -b 0 leaves previous alone
 
 
+@pytest.mark.root
 def test_keep_versions_prunes_all_but_current_and_previous(served: Served, tmp_path: Path) -> None:
     make_chroot(served.base / "deb")
     config = tmp_path / "netboot.toml"
@@ -262,6 +266,7 @@ def test_keep_versions_prunes_all_but_current_and_previous(served: Served, tmp_p
     assert manifest["mksquashfs_params"] == ["-comp", "gzip"]
 
 
+@pytest.mark.root
 def test_no_cleanup_squashes_the_source_as_is(served: Served) -> None:
     make_chroot(served.base / "deb")
     result = served.image("-c", "0", "deb")
@@ -272,6 +277,7 @@ def test_no_cleanup_squashes_the_source_as_is(served: Served) -> None:
     assert "etc/ssh/ssh_host_rsa_key" in names and "home/alice/notes" in names
 
 
+@pytest.mark.root
 def test_separate_boot_joins_with_subdir(served: Served, tmp_path: Path) -> None:
     root = make_chroot(served.base / "split", kernels=False)
     boot = tmp_path / "bootpart"
@@ -321,6 +327,7 @@ def make_disk(path: Path, tree: Path, size_mb: int = 64) -> None:
         fs.unlink()
 
 
+@pytest.mark.root
 def test_raw_disk_with_efi_partition_first(served: Served, tmp_path: Path) -> None:
     tree = make_chroot(tmp_path / "vmtree")
     disk = tmp_path / "vm-flat.vmdk"
@@ -379,6 +386,7 @@ def big_chroot(served: Served) -> Path:
     return root
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_build_keeps_the_old_version(
     served: Served, big_chroot: Path, signum: int
@@ -402,6 +410,7 @@ def test_interrupted_build_keeps_the_old_version(
     no_leftovers(served.root.parent)
 
 
+@pytest.mark.root
 def test_killed_build_is_cleaned_by_the_next(served: Served, tmp_path: Path) -> None:
     tree = make_chroot(tmp_path / "bigtree")
     with open(tree / "bigfile", "wb") as f:
@@ -434,6 +443,7 @@ def test_killed_build_is_cleaned_by_the_next(served: Served, tmp_path: Path) -> 
     assert not [p for p in served.versions("big") if p.startswith(".")]
 
 
+@pytest.mark.root
 def test_progress_lines_when_not_a_terminal(served: Served, big_chroot: Path) -> None:
     result = served.image("-m=-comp xz -processors 1", "big")
     assert result.returncode == 0, result.stderr
@@ -459,6 +469,7 @@ def last_line(result: subprocess.CompletedProcess) -> str:
     return result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.root
 def test_missing_source(served: Served) -> None:
     result = served.image("nosuch")
     assert result.returncode == 1
@@ -466,6 +477,7 @@ def test_missing_source(served: Served) -> None:
     assert not (served.root / "images").exists()
 
 
+@pytest.mark.root
 def test_not_root(served: Served, tmp_path: Path) -> None:
     make_chroot(served.base / "deb")
     result = subprocess.run(
@@ -494,6 +506,7 @@ def test_not_root(served: Served, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.root
 def test_mksquashfs_missing(served: Served) -> None:
     make_chroot(served.base / "deb")
     result = served.image("deb", env={**os.environ, "PATH": "/nonexistent"})
@@ -510,6 +523,7 @@ def test_config_error_exits_2(served: Served, tmp_path: Path) -> None:
     assert last_line(result).startswith("netboot image: config error: image.keep_versions")
 
 
+@pytest.mark.root
 def test_no_kernel_publishes_nothing(served: Served) -> None:
     make_chroot(served.base / "nokernel", kernels=False)
     result = served.image("nokernel")
@@ -520,6 +534,7 @@ def test_no_kernel_publishes_nothing(served: Served) -> None:
     no_leftovers(served.root.parent)
 
 
+@pytest.mark.root
 def test_mksquashfs_failure_publishes_nothing(served: Served) -> None:
     make_chroot(served.base / "deb")
     assert served.image("deb").returncode == 0
@@ -531,6 +546,7 @@ def test_mksquashfs_failure_publishes_nothing(served: Served) -> None:
     no_leftovers(served.root.parent)
 
 
+@pytest.mark.root
 def test_revert_without_previous(served: Served) -> None:
     make_chroot(served.base / "deb")
     assert served.image("deb").returncode == 0
@@ -544,8 +560,9 @@ def test_revert_without_previous(served: Served) -> None:
     [
         (["-b", "2", "deb"], "argument -b/--backup: expected 0 or 1"),
         (["-k", "vmlinuz-* nonsense", "deb"], "not a sed substitution"),
-        (["deb,partition=x"], "partition=x: expected a number"),
-        (["/tmp/bad name"], "source not found"),
+        # the image command checks it runs as root before it looks at the source
+        pytest.param(["deb,partition=x"], "partition=x: expected a number", marks=pytest.mark.root),
+        pytest.param(["/tmp/bad name"], "source not found", marks=pytest.mark.root),
     ],
 )
 def test_bad_arguments(served: Served, args: list[str], message: str) -> None:
@@ -556,6 +573,7 @@ def test_bad_arguments(served: Served, args: list[str], message: str) -> None:
     assert served.versions("deb") == []
 
 
+@pytest.mark.root
 def test_concurrent_build_of_the_same_image_is_refused(served: Served) -> None:
     make_chroot(served.base / "deb")
     image_dir = served.root / "images/deb"

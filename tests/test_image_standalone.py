@@ -7,10 +7,10 @@ import json
 import shutil
 import subprocess
 
-from support.kernel import cloud_kernel
 from test_image_build import Served, make_chroot, served  # noqa: F401 - fixture
 
 from netboot import layout
+from testbed.kernel import cloud_kernel
 
 
 def test_image_without_initramfs_gets_standalone_initrd(served: Served) -> None:  # noqa: F811

@@ -16,7 +16,6 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from support.kernel import KernelTree, cloud_kernel
 
 from netboot.commands import nfs as nfs_cmd
 from netboot.image.standalone import (
@@ -25,6 +24,7 @@ from netboot.image.standalone import (
     read_modules_dep,
     resolve_modules,
 )
+from testbed.kernel import KernelTree, cloud_kernel
 
 NETBOOT = [sys.executable, "-m", "netboot"]
 CLIENT_SCRIPTS = ["lib.sh", "udhcpc.script", "scripts/netboot", "init"]

@@ -208,44 +208,35 @@ def test_kernel_cmd_publishes_a_new_version_sharing_the_squashfs(tmp_path: Path)
     assert len(list((root / "images/deb/versions").iterdir())) == 2
 
 
+def kernel_of_source(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`netboot kernel` with the served root and the base dir (of sources) under tmp_path."""
+    return netboot(
+        "kernel", "--root", str(tmp_path / "srv"), "--base-dir", str(tmp_path / "base"), *args
+    )
+
+
+@pytest.mark.root  # the source is mounted
 def test_kernel_cmd_output_from_a_mounted_source(tmp_path: Path) -> None:
     base = tmp_path / "base"
     write(base / "chroot", "boot/vmlinuz-6.1.0-7-amd64", "k7")
     write(base / "chroot", "boot/initrd.img-6.1.0-7-amd64", "i7")
     out = tmp_path / "out"
-    result = netboot(
-        "kernel",
-        "--root",
-        str(tmp_path / "srv"),
-        "--base-dir",
-        str(base),
-        "--output",
-        str(out),
-        "chroot",
-    )
+    result = kernel_of_source(tmp_path, "--output", str(out), "chroot")
     assert result.returncode == 0, result.stderr
     assert (out / "vmlinuz").read_text() == "k7" and (out / "initrd.img").read_text() == "i7"
     assert "kernel 6.1.0-7-amd64" in result.stdout
     assert str(tmp_path) not in Path("/proc/mounts").read_text()
 
 
+@pytest.mark.root  # the source is mounted
 def test_kernel_cmd_errors_are_one_line(tmp_path: Path) -> None:
     base = tmp_path / "base"
     (base / "empty/etc").mkdir(parents=True)
-    result = netboot(
-        "kernel",
-        "--root",
-        str(tmp_path / "srv"),
-        "--base-dir",
-        str(base),
-        "--output",
-        str(tmp_path / "out"),
-        "empty",
-    )
+    result = kernel_of_source(tmp_path, "--output", str(tmp_path / "out"), "empty")
     assert result.returncode == 1
     assert result.stderr.strip().startswith("netboot kernel: no kernel found")
     assert len(result.stderr.strip().splitlines()) == 1
-    missing = netboot("kernel", "--root", str(tmp_path / "srv"), "--base-dir", str(base), "nosuch")
+    missing = kernel_of_source(tmp_path, "nosuch")
     assert missing.returncode == 1
     assert (
         missing.stderr.strip() == "netboot kernel: nosuch has no published version; "

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support.lan import SERVER_IP, Lan
-from support.serve import ServeProcess
+import pytest
+
+from testbed.lan import SERVER_IF, SERVER_IP, Lan
+from testbed.serve import ServeProcess
 
 
 def make_ltsp_tree(tmp: Path) -> tuple[Path, Path]:
@@ -67,6 +69,7 @@ def test_ipxe_script_is_the_seed_chain(tmp_path: Path) -> None:
     assert "initrd --name initrd.img http://192.0.2.1/ltsp/focal/initrd.img" in script
 
 
+@pytest.mark.netns
 def test_server_serves_the_ltsp_tftp_tree_under_ltsp(lan: Lan, tmp_path: Path) -> None:
     ltsp, tftp = make_ltsp_tree(tmp_path)
     config = config_for(tmp_path, ltsp, tftp)
@@ -74,7 +77,7 @@ def test_server_serves_the_ltsp_tftp_tree_under_ltsp(lan: Lan, tmp_path: Path) -
     serve = ServeProcess(
         lan.server_ns,
         lan.root,
-        interface="vsrv",
+        interface=SERVER_IF,
         address=SERVER_IP,
         config=config,
         log_path=tmp_path / "serve.log",

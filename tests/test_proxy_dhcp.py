@@ -9,10 +9,12 @@ import time
 
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
-from support.lan import SERVER_IP, Lan
 
 from netboot.dhcp.packet import parse_reply
 from netboot.dhcp.pxe import PXE_SKIP_DISCOVERY_WITH_MENU
+from testbed.lan import SERVER_IP, Lan
+
+pytestmark = pytest.mark.netns  # every test runs on the `lan` fixture
 
 MAC = "52:54:00:aa:bb:01"
 GUID = b"\x00" + bytes(range(1, 17))

@@ -7,16 +7,17 @@ import re
 import signal
 import socket
 import subprocess
-import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.netns import NetNamespace, veth
-from support.serve import ServeProcess
 
 from netboot import config as cfg
+from testbed.netns import Namespace, new_tag, veth
+from testbed.serve import NETBOOT, ServeProcess
 
-NETBOOT = [sys.executable, "-m", "netboot"]
+SERVER_IP = "10.232.0.1"
 
 
 def run_netboot(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -75,26 +76,41 @@ def test_every_config_key_has_a_default_of_its_type() -> None:
             assert isinstance(key.default, key.type), f"{section}.{name}"
 
 
+@dataclass
+class Link:
+    """The server's namespace (eth0, 10.232.0.1/24) linked to a peer's (10.232.0.2)."""
+
+    server: Namespace
+    tmp_path: Path
+
+    def serve(self, **flags) -> ServeProcess:
+        """`netboot serve` on eth0, not started; `flags` as `ServeProcess` takes them."""
+        defaults = {"interface": "eth0", "address": SERVER_IP, "log_path": self.tmp_path / "log"}
+        return ServeProcess(self.server, self.tmp_path / "root", **{**defaults, **flags})
+
+
 @pytest.fixture
-def ns_link(tmp_path: Path):
-    server = NetNamespace("nbcli1")
-    peer = NetNamespace("nbcli2")
+def ns_link(tmp_path: Path) -> Iterator[Link]:
+    tag = new_tag()
+    server, peer = Namespace("srv", tag), Namespace("peer", tag)
     try:
-        veth(server, "eth0", "10.232.0.1/24", peer, "eth0", "10.232.0.2/24")
-        yield server, peer
+        veth(server, "eth0", peer, "eth0", a_addr=f"{SERVER_IP}/24", b_addr="10.232.0.2/24")
+        yield Link(server, tmp_path)
     finally:
         peer.close()
         server.close()
 
 
+@pytest.mark.netns
 def test_defaults_pick_the_default_route_interface_and_create_the_root(
-    ns_link, tmp_path: Path
+    ns_link: Link, tmp_path: Path
 ) -> None:
-    server, _ = ns_link
-    server.run("ip", "route", "add", "default", "via", "10.232.0.2")
+    server = ns_link.server
+    server.ip("route", "add", "default", "via", "10.232.0.2")
     root = tmp_path / "srv"
-    proc = ServeProcess(server, root, interface="", address="", log_path=tmp_path / "log")
-    proc.args = [*NETBOOT, "serve", "--root", str(root)]  # nothing else: the embedded defaults
+    # nothing but the root: the embedded defaults
+    none = {"interface": None, "address": None, "http_port": None, "tftp_port": None}
+    proc = ServeProcess(server, root, dhcp=None, log_path=tmp_path / "log", **none)
     proc.start()
     try:
         assert "netboot serving 10.232.0.1 on eth0" in proc.log()
@@ -109,11 +125,10 @@ def test_defaults_pick_the_default_route_interface_and_create_the_root(
         assert proc.stop() == 0
 
 
-def test_sigterm_stops_cleanly_and_frees_the_ports(ns_link, tmp_path: Path) -> None:
-    server, _ = ns_link
-    proc = ServeProcess(
-        server, tmp_path / "root", interface="eth0", address="10.232.0.1", log_path=tmp_path / "log"
-    ).start()
+@pytest.mark.netns
+def test_sigterm_stops_cleanly_and_frees_the_ports(ns_link: Link) -> None:
+    server = ns_link.server
+    proc = ns_link.serve().start()
     assert proc.proc is not None
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.proc.wait(timeout=15) == 0
@@ -131,30 +146,23 @@ def test_sigterm_stops_cleanly_and_frees_the_ports(ns_link, tmp_path: Path) -> N
             s.close()
 
 
-def test_ctrl_c_exits_zero(ns_link, tmp_path: Path) -> None:
-    server, _ = ns_link
-    proc = ServeProcess(
-        server, tmp_path / "root", interface="eth0", address="10.232.0.1", log_path=tmp_path / "log"
-    ).start()
+@pytest.mark.netns
+def test_ctrl_c_exits_zero(ns_link: Link) -> None:
+    proc = ns_link.serve().start()
     assert proc.proc is not None
     proc.proc.send_signal(signal.SIGINT)
     assert proc.proc.wait(timeout=15) == 0
 
 
-def test_http_port_taken_falls_back_with_a_clear_message(ns_link, tmp_path: Path) -> None:
-    server, _ = ns_link
+@pytest.mark.netns
+def test_http_port_taken_falls_back_with_a_clear_message(ns_link: Link) -> None:
+    server = ns_link.server
     with server.entered():
         squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     squatter.bind(("0.0.0.0", 80))
     squatter.listen()
     try:
-        proc = ServeProcess(
-            server,
-            tmp_path / "root",
-            interface="eth0",
-            address="10.232.0.1",
-            log_path=tmp_path / "log",
-        ).start()
+        proc = ns_link.serve().start()
         try:
             assert "HTTP port 80 is taken: serving HTTP on port 8080 instead" in proc.log()
             # and the URLs handed to clients carry the port actually used
@@ -172,8 +180,9 @@ def test_unknown_interface_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == "netboot serve: no such interface: nosuch0"
 
 
-def test_dhcp_port_in_use_is_one_line(ns_link, tmp_path: Path) -> None:
-    server, _ = ns_link
+@pytest.mark.netns
+def test_dhcp_port_in_use_is_one_line(ns_link: Link, tmp_path: Path) -> None:
+    server = ns_link.server
     with server.entered():
         squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     squatter.bind(("0.0.0.0", 4011))
@@ -214,19 +223,15 @@ def test_every_config_key_has_a_serve_flag() -> None:
             assert flag in help_text, dotted
 
 
-def test_generated_flags_win_over_the_file(ns_link, tmp_path: Path) -> None:
-    server, _ = ns_link
+@pytest.mark.netns
+def test_generated_flags_win_over_the_file(ns_link: Link, tmp_path: Path) -> None:
+    server = ns_link.server
     config = tmp_path / "netboot.toml"
     config.write_text("[boot]\nmenu_timeout = 7\nkernel_params = 'quiet'\n")
     template = tmp_path / "mine.ipxe"
     template.write_text("#!ipxe\necho custom for {{mac}} timeout {{timeout_ms}}\n")
-    proc = ServeProcess(
-        server,
-        tmp_path / "root",
-        interface="eth0",
-        address="10.232.0.1",
+    proc = ns_link.serve(
         config=config,
-        log_path=tmp_path / "log",
         extra=(
             "--boot-menu-timeout",
             "2",

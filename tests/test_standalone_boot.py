@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.kernel import KernelTree, cloud_kernel
-from support.netns import NetNamespace
 
 from netboot.image.standalone import build_standalone
+from testbed.kernel import KernelTree, cloud_kernel
+from testbed.netns import Namespace
 
 pytestmark = pytest.mark.vm
 
@@ -84,7 +84,7 @@ def www(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class BootNet:
-    ns: NetNamespace
+    ns: Namespace
     tap: str
     workdir: Path
 
@@ -93,13 +93,13 @@ class BootNet:
 def bootnet(www: Path, tmp_path: Path) -> Iterator[BootNet]:
     """A namespace whose tap device is the server side of the client's NIC: dnsmasq (DHCP
     only) and an HTTP server listen on it; QEMU attaches to it from inside."""
-    ns = NetNamespace("nbboot")
+    ns = Namespace("boot")
     tap = "nbtap0"
     procs: list[subprocess.Popen] = []
     try:
-        ns.run("ip", "tuntap", "add", "dev", tap, "mode", "tap")
-        ns.run("ip", "addr", "add", f"{SERVER_IP}/24", "dev", tap)
-        ns.run("ip", "link", "set", tap, "up")
+        ns.ip("tuntap", "add", "dev", tap, "mode", "tap")
+        ns.ip("addr", "add", f"{SERVER_IP}/24", "dev", tap)
+        ns.ip("link", "set", tap, "up")
         procs.append(ns.popen(
             "dnsmasq", "--no-daemon", "--port=0", f"--interface={tap}", "--bind-interfaces",
             "--dhcp-range=10.233.0.100,10.233.0.150,1h", f"--dhcp-leasefile={tmp_path}/leases",

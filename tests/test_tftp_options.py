@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from support.packets import load
+from testbed.packets import load
 from tftpy.TftpPacketTypes import TftpPacketOACK, TftpPacketRRQ
 
 from netboot import tftp

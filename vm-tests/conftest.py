@@ -1,5 +1,8 @@
 """Fixtures for the VM tests: one test LAN, one image and one `netboot serve` per session.
 
+Every test here is marked `vm` and `netns`: run by a user other than root it is skipped
+(`testbed.plugin`).
+
 Every boot has a timeout; a failed test leaves its consoles, the server log and the client
 records under test-artifacts/vm/<test-name>/ and prints their tails.
 """
@@ -14,10 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.kernel import cloud_kernel
-from vmbed import netns
+from vmbed.config import VmServe, running, write_config
 from vmbed.image import TestImage
-from vmbed.kernels import generic_kernel
+from vmbed.network import TestNetwork, network
 from vmbed.run import (
     DISTRO_IMAGE_NAME,
     DISTRO_MAC,
@@ -29,7 +31,10 @@ from vmbed.run import (
     SERIAL_CONSOLE,
     VmRun,
 )
-from vmbed.server import NetbootServer, write_config
+
+from testbed.kernel import cloud_kernel, generic_kernel
+
+pytest_plugins = ["testbed.plugin"]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -71,9 +76,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        raise RuntimeError("vm-tests need root (network namespaces, tap devices, ports 67/69/80)")
+def _require_tools() -> None:
     for tool in ("qemu-system-x86_64", "dnsmasq", "ip", "curl", "unsquashfs"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"vm-tests need {tool} (run ./bootstrap.sh setup)")
@@ -81,8 +84,7 @@ def _require_root() -> None:
 
 @pytest.fixture(scope="session")
 def vm_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _require_root()
-    netns.remove_stale_namespaces()
+    _require_tools()
     return tmp_path_factory.mktemp("vm")
 
 
@@ -108,18 +110,11 @@ def generic_image(vm_workdir: Path, test_image: TestImage) -> TestImage:
     return image
 
 
-def start_lan(workdir: Path, foreign_dhcp: bool) -> netns.TestNetwork:
-    return netns.TestNetwork(workdir, foreign_dhcp=foreign_dhcp).create()
-
-
 @pytest.fixture(scope="session")
-def proxy_lan(vm_workdir: Path) -> Iterator[netns.TestNetwork]:
+def proxy_lan(vm_workdir: Path) -> Iterator[TestNetwork]:
     """The LAN with the site's DHCP server (dnsmasq, addresses only)."""
-    net = start_lan(vm_workdir / "lan-proxy", foreign_dhcp=True)
-    try:
+    with network(vm_workdir / "lan-proxy", foreign_dhcp=True) as net:
         yield net
-    finally:
-        net.close()
 
 
 @pytest.fixture(scope="session")
@@ -133,8 +128,8 @@ def root_password_hash() -> str:
 
 @pytest.fixture(scope="session")
 def proxy_server(
-    proxy_lan: netns.TestNetwork, test_image: TestImage, root_password_hash: str
-) -> Iterator[NetbootServer]:
+    proxy_lan: TestNetwork, test_image: TestImage, root_password_hash: str
+) -> Iterator[VmServe]:
     """`netboot serve --dhcp proxy` for the whole session; it must stop cleanly on SIGTERM."""
     workdir = proxy_lan.workdir
     config = write_config(
@@ -148,13 +143,8 @@ def proxy_server(
         },
         client_defaults={"root_password_hash": root_password_hash},
     )
-    server = NetbootServer(proxy_lan, test_image.root, config, workdir / "server.log")
-    server.start()
-    try:
+    with running(VmServe(proxy_lan, test_image.root, config, workdir / "server.log")) as server:
         yield server
-    finally:
-        code = server.stop()
-    assert code == 0, f"netboot serve did not exit cleanly on SIGTERM ({code}):\n{server.tail()}"
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from vmbed.checks import check_image_boot, check_record, wait_for_marker
+from vmbed.config import VmServe
 from vmbed.image import TestImage
 from vmbed.run import BOOT_TIMEOUT, E1000_MACS, VmRun
-from vmbed.server import NetbootServer
 
 CLIENTS = [
     pytest.param("bios", "virtio-net-pci", id="bios-virtio"),
@@ -19,7 +19,7 @@ CLIENTS = [
 
 @pytest.mark.parametrize(("firmware", "nic"), CLIENTS)
 def test_client_boots_published_image(
-    vm: VmRun, proxy_server: NetbootServer, request: pytest.FixtureRequest, firmware: str, nic: str
+    vm: VmRun, proxy_server: VmServe, request: pytest.FixtureRequest, firmware: str, nic: str
 ) -> None:
     # e1000 clients boot the generic-kernel image (their per-client `image` setting)
     e1000 = nic == "e1000"

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 from vmbed.checks import check_record, parse_cmdline
+from vmbed.config import VmServe
 from vmbed.distro import DISTRO_MARKER_RE, bookworm_chroot
 from vmbed.image import TestImage
 from vmbed.run import DISTRO_IMAGE_NAME, DISTRO_MAC, VmRun
-from vmbed.server import NetbootServer
 
 DISTRO_BOOT_TIMEOUT = 1200  # systemd under TCG, a ~200 MB squashfs over emulated virtio
 
@@ -33,7 +33,7 @@ def distro_image(test_image: TestImage) -> TestImage:
 
 @pytest.mark.vm_full
 def test_debian_reaches_multi_user_with_client_settings(
-    vm: VmRun, proxy_server: NetbootServer, distro_image: TestImage, root_password_hash: str
+    vm: VmRun, proxy_server: VmServe, distro_image: TestImage, root_password_hash: str
 ) -> None:
     published = distro_image.current()
     client = vm.boot(proxy_server, "bios", "virtio-net-pci", mac=DISTRO_MAC, memory_mb=1536,

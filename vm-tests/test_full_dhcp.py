@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vmbed import netns
 from vmbed.checks import check_image_boot, check_record, kinds, wait_for_marker
+from vmbed.config import VmServe, running, write_config
 from vmbed.image import TestImage
+from vmbed.network import network
 from vmbed.run import BOOT_TIMEOUT, IMAGE_NAME, SERIAL_CONSOLE, VmRun
-from vmbed.server import NetbootServer, write_config
 
 # Enabling this case is this one line (it is pending while `--dhcp full` has not landed).
 FULL_DHCP_PENDING = False
@@ -19,9 +19,8 @@ pytestmark = pytest.mark.skipif(FULL_DHCP_PENDING, reason="pending: full DHCP mo
 
 
 @pytest.fixture(scope="module")
-def full_server(vm_workdir: Path, test_image: TestImage) -> Iterator[NetbootServer]:
-    net = netns.TestNetwork(vm_workdir / "lan-full", foreign_dhcp=False).create()
-    try:
+def full_server(vm_workdir: Path, test_image: TestImage) -> Iterator[VmServe]:
+    with network(vm_workdir / "lan-full", foreign_dhcp=False) as net:
         start, end = net.pool
         dhcp = (
             f'\n[dhcp]\nrange_start = "{start}"\nrange_end = "{end}"\n'
@@ -33,15 +32,9 @@ def full_server(vm_workdir: Path, test_image: TestImage) -> Iterator[NetbootServ
             kernel_params=SERIAL_CONSOLE,
             extra=dhcp,
         )
-        server = NetbootServer(net, test_image.root, config, net.workdir / "server.log", "full")
-        server.start()
-        try:
+        server = VmServe(net, test_image.root, config, net.workdir / "server.log", "full")
+        with running(server):
             yield server
-        finally:
-            code = server.stop()
-        assert code == 0, f"netboot serve --dhcp full did not stop cleanly ({code})"
-    finally:
-        net.close()
 
 
 @pytest.mark.parametrize(
@@ -52,7 +45,7 @@ def full_server(vm_workdir: Path, test_image: TestImage) -> Iterator[NetbootServ
     ],
 )
 def test_full_dhcp_boot(
-    vm: VmRun, full_server: NetbootServer, test_image: TestImage, firmware: str, nic: str
+    vm: VmRun, full_server: VmServe, test_image: TestImage, firmware: str, nic: str
 ) -> None:
     client = vm.boot(full_server, firmware, nic)
     mac = client.spec.mac

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from vmbed import netns
 from vmbed.checks import kinds, parse_cmdline
+from vmbed.config import VmServe, running, write_config
 from vmbed.distro import bookworm_chroot
 from vmbed.image import TestImage
+from vmbed.network import TestNetwork, network
 from vmbed.nfs import GaneshaServer, available
 from vmbed.run import SERIAL_CONSOLE, VmRun, new_mac
-from vmbed.server import NetbootServer, write_config
 
 NFS_IMAGE_NAME = "bookworm-nfs"
 NFS_BOOT_TIMEOUT = 1200  # systemd under TCG, the root read over NFS on demand
@@ -54,13 +54,13 @@ REPORT_RE = re.compile(
 
 @dataclass(frozen=True)
 class NfsBed:
-    net: netns.TestNetwork
+    net: TestNetwork
     ganesha: GaneshaServer
 
 
 @dataclass(frozen=True)
 class NfsServer:
-    server: NetbootServer
+    server: VmServe
     ganesha: GaneshaServer
     to_ram: bool
 
@@ -100,14 +100,13 @@ def nfs_bed(vm_workdir: Path, test_image: TestImage) -> Iterator[NfsBed]:
     if not available():
         raise RuntimeError("the NFS test needs nfs-ganesha and nfs-ganesha-vfs "
                            "(./bootstrap.sh setup)")  # fmt: skip
-    net = netns.TestNetwork(vm_workdir / "lan-nfs", foreign_dhcp=True).create()
-    ganesha = GaneshaServer(net, test_image.root, net.workdir / "ganesha")
-    try:
-        ganesha.start()
-        yield NfsBed(net, ganesha)
-    finally:
-        ganesha.stop()
-        net.close()
+    with network(vm_workdir / "lan-nfs", foreign_dhcp=True) as net:
+        ganesha = GaneshaServer(net, test_image.root, net.workdir / "ganesha")
+        try:
+            ganesha.start()
+            yield NfsBed(net, ganesha)
+        finally:
+            ganesha.stop()
 
 
 @pytest.fixture(params=[False, True], ids=["in-place", "to-ram"])
@@ -125,13 +124,9 @@ def nfs_server(
         # no [clients] tables: these lines still belong to [boot]
         extra=f'method = "nfs"\nto_ram = {"true" if to_ram else "false"}\n',
     )
-    server = NetbootServer(nfs_bed.net, nfs_image.root, config, workdir / "server.log")
-    server.start()
-    try:
+    server = VmServe(nfs_bed.net, nfs_image.root, config, workdir / "server.log")
+    with running(server):
         yield NfsServer(server, nfs_bed.ganesha, to_ram)
-    finally:
-        code = server.stop()
-    assert code == 0, f"netboot serve did not exit cleanly on SIGTERM ({code}):\n{server.tail()}"
 
 
 @pytest.mark.vm_full

@@ -4,15 +4,15 @@ version's files, and a client that boots afterwards gets the new one."""
 from __future__ import annotations
 
 from vmbed.checks import check_image_boot, check_record, wait_for_marker
+from vmbed.config import VmServe
 from vmbed.image import TestImage
 from vmbed.run import BOOT_TIMEOUT, HOLD_MAC, VmRun
-from vmbed.server import NetbootServer
 
 STILL = r"NBTEST-STILL t=\d+ stamp=(\w+)"
 
 
 def test_publish_while_a_client_runs(
-    vm: VmRun, proxy_server: NetbootServer, test_image: TestImage
+    vm: VmRun, proxy_server: VmServe, test_image: TestImage
 ) -> None:
     old = test_image.current()
     holder = vm.boot(proxy_server, "bios", "virtio-net-pci", mac=HOLD_MAC, name="holder")

@@ -1,5 +1,4 @@
-"""The VM test bed: network namespaces, QEMU clients, a test image and `netboot serve`.
-
-Kept apart from `tests/support` (different package name) so both directories can be collected
-in one pytest run.
+"""The VM-specific part of the test bed: QEMU clients, the test and distribution images,
+the VM test network, the NFS server and the boot checks. Namespaces, bridges, `netboot serve`
+and the kernels come from the shared `testbed` package.
 """

@@ -14,7 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from vmbed.netns import TestNetwork, stop
+from testbed.cleanup import stop_process
+from vmbed.network import TestNetwork
 
 GANESHA = "ganesha.nfsd"
 NFS_PORT = 2049
@@ -82,7 +83,7 @@ class GaneshaServer:
         argv = [GANESHA, "-F", "-L", str(self.log), "-f", str(config),
                 "-p", str(self.workdir / "ganesha.pid")]  # fmt: skip
         with open(self.workdir / "ganesha.out", "ab") as out:
-            self.proc = self.net.popen(self.net.srv, argv, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = self.net.srv.popen(*argv, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -94,7 +95,7 @@ class GaneshaServer:
                            f"{self.tail()}")  # fmt: skip
 
     def listening(self) -> bool:
-        result = self.net.run(self.net.srv, ["ss", "-Htln", f"sport = :{NFS_PORT}"])
+        result = self.net.srv.run("ss", "-Htln", f"sport = :{NFS_PORT}", check=False, timeout=30)
         return bool(result.stdout.strip())
 
     def text(self) -> str:
@@ -111,4 +112,4 @@ class GaneshaServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop(self.proc, grace=10)
+            stop_process(self.proc, grace=10)

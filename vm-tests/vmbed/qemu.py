@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmbed.netns import TestNetwork, stop
+from testbed.cleanup import stop_process
+from vmbed.network import TestNetwork
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -99,8 +100,8 @@ class QemuClient:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.tap = self.net.add_tap()
         with open(self.console, "wb") as out:
-            self.proc = self.net.popen(
-                self.net.lan, self.argv(self.tap), stdout=out, stderr=subprocess.STDOUT
+            self.proc = self.net.lan.popen(
+                *self.argv(self.tap), stdout=out, stderr=subprocess.STDOUT
             )
         self.started = time.monotonic()
         return self
@@ -149,7 +150,7 @@ class QemuClient:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop(self.proc, grace=3)
+            stop_process(self.proc, grace=3)
         if self.tap is not None:
             self.net.remove_tap(self.tap)
             self.tap = None

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from vmbed import artifacts
+from vmbed.config import VmServe
 from vmbed.qemu import ClientSpec, QemuClient
-from vmbed.server import NetbootServer
 
 IMAGE_NAME = "vmtest"
 # The same image with Debian's generic kernel (the cloud kernel has no e1000 driver); the
@@ -36,12 +36,12 @@ class VmRun:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.clients: list[tuple[QemuClient, NetbootServer]] = []
+        self.clients: list[tuple[QemuClient, VmServe]] = []
         self.logs: dict[str, Path] = {}
 
     def boot(
         self,
-        server: NetbootServer,
+        server: VmServe,
         firmware: str,
         nic: str,
         mac: str | None = None,
@@ -52,7 +52,7 @@ class VmRun:
         name = name or f"{firmware}-{nic}-{spec.mac.replace(':', '')[-4:]}"
         client = QemuClient(server.net, spec, self.workdir, name).start()
         self.clients.append((client, server))
-        self.logs.setdefault("server.log", server.log)
+        self.logs.setdefault("server.log", server.log_path)
         if server.net.foreign_dhcp:
             self.logs.setdefault("dnsmasq.log", server.net.dnsmasq_log)
         return client

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PACKETS = Path(__file__).resolve().parent.parent / "data" / "packets"
+PACKETS = Path(__file__).resolve().parent.parent / "tests" / "data" / "packets"
 
 # what every capture has in common (capture.py's QEMU command line and LAN)
 MAC = "52:54:00:c0:ff:ee"

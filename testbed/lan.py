@@ -1,4 +1,4 @@
-"""A two-namespace LAN with `netboot serve` on it, shared by the fast tests (fixture `lan`)."""
+"""A two-namespace LAN with `netboot serve` on it (fixture `lan`, one per test module)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from support.netns import NetNamespace, veth
-from support.serve import ServeProcess
+from testbed.netns import Namespace, new_tag, veth
+from testbed.serve import ServeProcess
 
 SERVER_IP = "10.231.0.1"
 CLIENT_IP = "10.231.0.50"
+SERVER_IF = "vsrv"
+CLIENT_IF = "vcli"
 
 
 @dataclass
 class Lan:
     """A server namespace running netboot serve and a client namespace, on one veth link."""
 
-    server_ns: NetNamespace
-    client_ns: NetNamespace
+    server_ns: Namespace
+    client_ns: Namespace
     serve: ServeProcess
     root: Path
 
@@ -37,7 +39,7 @@ class Lan:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"vcli")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, CLIENT_IF.encode())
         sock.bind(("0.0.0.0", port))
         sock.settimeout(timeout)
         return sock
@@ -47,13 +49,15 @@ class Lan:
 def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
     tmp = tmp_path_factory.mktemp("lan")
     root = tmp / "root"
-    server_ns = NetNamespace("nbsrv")
-    client_ns = NetNamespace("nbcli")
+    tag = new_tag()
+    server_ns = Namespace("srv", tag)
+    client_ns = Namespace("cli", tag)
     serve = None
     try:
-        veth(server_ns, "vsrv", f"{SERVER_IP}/24", client_ns, "vcli", f"{CLIENT_IP}/24")
+        veth(server_ns, SERVER_IF, client_ns, CLIENT_IF,
+             a_addr=f"{SERVER_IP}/24", b_addr=f"{CLIENT_IP}/24")  # fmt: skip
         serve = ServeProcess(
-            server_ns, root, interface="vsrv", address=SERVER_IP, log_path=tmp / "serve.log"
+            server_ns, root, interface=SERVER_IF, address=SERVER_IP, log_path=tmp / "serve.log"
         ).start()
         yield Lan(server_ns, client_ns, serve, root)
     finally:

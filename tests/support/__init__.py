@@ -1,1 +1,0 @@
-"""Shared helpers for tests and vm-tests (fixtures that make real test material)."""

@@ -1,5 +1,7 @@
-# Test entry points; every target runs as root (network namespaces, tap devices, ports < 1024).
-#   make test          the whole suite, as CI runs it (tests/ and vm-tests/)
+# Test entry points. Tests that need root (network namespaces, tap devices, ports < 1024,
+# mounts; marked netns, vm or root) are skipped with the reason when run as another user.
+#   make test          the whole suite, as CI runs it (tests/ and vm-tests/), as root
+#   make unit-test     only the tests that need no root, no namespaces and no QEMU
 #   make vm-test       only the QEMU network-boot tests (a few minutes on 2 cores)
 #   make vm-test-full  the QEMU tests plus the real Debian image (debootstrap, slow; not in CI)
 # Extra pytest options: make vm-test ARGS='-k uefi -x'
@@ -8,10 +10,13 @@ PYTHON ?= .venv/bin/python
 PYTEST = $(PYTHON) -m pytest -p no:cacheprovider
 ARGS ?=
 
-.PHONY: test vm-test vm-test-full
+.PHONY: test unit-test vm-test vm-test-full
 
 test:
 	$(PYTEST) tests vm-tests $(ARGS)
+
+unit-test:
+	$(PYTEST) -m "not netns and not vm and not slow and not root" tests $(ARGS)
 
 vm-test:
 	$(PYTEST) vm-tests $(ARGS)

@@ -9,35 +9,27 @@ image's init. Run as root:  .venv/bin/python bench/boot_time.py [--clients bios-
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "vm-tests"))
+sys.path[:0] = [str(REPO), str(REPO / "vm-tests")]  # testbed/ and vmbed/
 
 from vmbed.checks import DHCP_KINDS, wait_for_marker  # noqa: E402
+from vmbed.config import VmServe, write_config  # noqa: E402
 from vmbed.image import TestImage  # noqa: E402
-from vmbed.netns import TestNetwork  # noqa: E402
+from vmbed.network import TestNetwork  # noqa: E402
 from vmbed.qemu import ClientSpec, QemuClient  # noqa: E402
-from vmbed.server import NetbootServer, write_config  # noqa: E402
+
+from testbed.kernel import cloud_kernel  # noqa: E402
 
 STEPS = ("dhcp", "tftp", "script", "kernel", "initrd", "image")
 KINDS = {
     "bios-virtio": ("bios", "virtio-net-pci"),
     "uefi-virtio": ("uefi", "virtio-net-pci"),
 }
-
-
-def cloud_kernel():
-    spec = importlib.util.spec_from_file_location("bench_kernel", REPO / "tests/support/kernel.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.cloud_kernel()
 
 
 def first_times(record: dict, started: float) -> dict[str, float]:
@@ -72,7 +64,7 @@ def main() -> int:
         try:
             config = write_config(work / "netboot.toml", default_image="bench",
                                   kernel_params="console=ttyS0")  # fmt: skip
-            server = NetbootServer(net, image.root, config, work / "server.log").start()
+            server = VmServe(net, image.root, config, work / "server.log").start(timeout=30)
             print(f"{'client':<12}" + "".join(f"{s:>8}" for s in (*STEPS, "init")))
             for number, kind in enumerate(kinds):
                 firmware, nic = KINDS[kind]

@@ -40,11 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # the shared test bed: testbed/
 
 from scapy.layers.dhcp import BOOTP, DHCP  # noqa: E402
-from support.netns import NetNamespace, veth  # noqa: E402
-from support.serve import ServeProcess  # noqa: E402
+
+from testbed.netns import Namespace, new_tag, veth  # noqa: E402
+from testbed.serve import ServeProcess  # noqa: E402
 
 SERVER_IP = "10.233.0.1"
 CLIENT_IP = "10.233.0.50"
@@ -69,7 +70,7 @@ def pxe_discover(mac: str = "52:54:00:be:ec:01") -> bytes:
     return bytes(BOOTP(op=1, chaddr=chaddr, xid=0, flags=0x8000) / DHCP(options=options))
 
 
-def client_udp(ns: NetNamespace, port: int, timeout: float) -> socket.socket:
+def client_udp(ns: Namespace, port: int, timeout: float) -> socket.socket:
     with ns.entered():
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -87,7 +88,7 @@ class DhcpResult:
     lost: int = 0
 
 
-def dhcp_probe(ns: NetNamespace, count: int, interval: float, timeout: float = 1.0) -> DhcpResult:
+def dhcp_probe(ns: Namespace, count: int, interval: float, timeout: float = 1.0) -> DhcpResult:
     """`count` DISCOVERs broadcast on a fixed schedule; RTT to the OFFER with the same xid."""
     template = bytearray(pxe_discover())
     result = DhcpResult()
@@ -122,9 +123,7 @@ def dhcp_probe(ns: NetNamespace, count: int, interval: float, timeout: float = 1
     return result
 
 
-def tftp_fetch(
-    ns: NetNamespace, path: str, blksize: int, timeout: float = 2.0
-) -> tuple[float, int]:
+def tftp_fetch(ns: Namespace, path: str, blksize: int, timeout: float = 2.0) -> tuple[float, int]:
     """Fetch `path` over TFTP (RRQ with blksize and tsize, lock-step ACKs): (seconds, bytes).
     Any lost packet fails the fetch: on a veth link that would itself be the finding."""
     sock = client_udp(ns, 0, timeout)
@@ -154,7 +153,7 @@ def tftp_fetch(
         sock.close()
 
 
-def tftp_probe(ns: NetNamespace, count: int, blksize: int, size: int) -> list[float]:
+def tftp_probe(ns: Namespace, count: int, blksize: int, size: int) -> list[float]:
     times = []
     for _ in range(count):
         seconds, got = tftp_fetch(ns, TFTP_FILE, blksize)
@@ -167,7 +166,7 @@ def tftp_probe(ns: NetNamespace, count: int, blksize: int, size: int) -> list[fl
 # --- HTTP load ----------------------------------------------------------------------------
 
 
-def curl_cmd(ns: NetNamespace, url: str, max_time: float, rate: str = "") -> list[str]:
+def curl_cmd(ns: Namespace, url: str, max_time: float, rate: str = "") -> list[str]:
     limit = ["--limit-rate", rate] if rate else []
     return ns.exec(
         "curl", "-s", "-o", "/dev/null", "--max-time", f"{max_time:.1f}", *limit,
@@ -175,7 +174,7 @@ def curl_cmd(ns: NetNamespace, url: str, max_time: float, rate: str = "") -> lis
     )  # fmt: skip
 
 
-def rx_bytes(ns: NetNamespace, ifname: str) -> int:
+def rx_bytes(ns: Namespace, ifname: str) -> int:
     out = subprocess.run(
         ["ip", "-n", ns.name, "-s", "-j", "link", "show", ifname],
         capture_output=True, text=True, check=True,
@@ -188,7 +187,7 @@ class Load:
     Every curl gets --max-time = what is left, so the load ends by itself."""
 
     def __init__(
-        self, ns: NetNamespace, url: str, parallel: int, duration: float, rate: str = ""
+        self, ns: Namespace, url: str, parallel: int, duration: float, rate: str = ""
     ) -> None:
         self.ns, self.url, self.parallel, self.duration = ns, url, parallel, duration
         self.rate = rate
@@ -342,11 +341,12 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list) -> None:
     make_big_file(big, size, args.fill)
     print(f"big file: {args.size_mb} MiB ({args.fill}) in {time.monotonic() - t:.1f} s")
 
-    server_ns = NetNamespace("nbldsrv")
+    tag = new_tag()
+    server_ns = Namespace("ldsrv", tag)
     cleanup.append(server_ns.close)
-    client_ns = NetNamespace("nbldcli")
+    client_ns = Namespace("ldcli", tag)
     cleanup.append(client_ns.close)
-    veth(server_ns, "vsrv", f"{SERVER_IP}/24", client_ns, "vcli", f"{CLIENT_IP}/24")
+    veth(server_ns, "vsrv", client_ns, "vcli", a_addr=f"{SERVER_IP}/24", b_addr=f"{CLIENT_IP}/24")
     serve = ServeProcess(
         server_ns, root, interface="vsrv", address=SERVER_IP, log_path=tmp / "serve.log"
     )

@@ -12,6 +12,7 @@ import pytest
 
 from testbed import netns
 from testbed.bridge_lan import bridge_lan  # noqa: F401 - a switched LAN made per test
+from testbed.image_source import served  # noqa: F401 - a source tree and a served root
 from testbed.lan import lan  # noqa: F401 - the module-scoped LAN with netboot serve
 
 ROOT_MARKERS = ("netns", "vm", "root")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from testbed import cleanup
+from testbed.cli import NETBOOT
 from testbed.netns import Namespace
 
-NETBOOT = [sys.executable, "-m", "netboot"]
 READY = "netboot serving"
 
 

@@ -7,13 +7,15 @@ import json
 import shutil
 import subprocess
 
-from test_image_build import Served, make_chroot, served  # noqa: F401 - fixture
+import pytest
 
 from netboot import layout
+from testbed.image_source import Served, make_chroot
 from testbed.kernel import cloud_kernel
 
 
-def test_image_without_initramfs_gets_standalone_initrd(served: Served) -> None:  # noqa: F811
+@pytest.mark.root  # netboot image
+def test_image_without_initramfs_gets_standalone_initrd(served: Served) -> None:
     kernel = cloud_kernel()
     tree = make_chroot(served.base / "tiny", kernels=False)
     (tree / "boot").mkdir(exist_ok=True)

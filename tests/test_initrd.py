@@ -8,7 +8,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -24,14 +23,10 @@ from netboot.image.standalone import (
     read_modules_dep,
     resolve_modules,
 )
+from testbed.cli import run_netboot
 from testbed.kernel import KernelTree, cloud_kernel
 
-NETBOOT = [sys.executable, "-m", "netboot"]
 CLIENT_SCRIPTS = ["lib.sh", "udhcpc.script", "scripts/netboot", "init"]
-
-
-def netboot(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*NETBOOT, *args], capture_output=True, text=True, timeout=120)
 
 
 def unpack(archive: Path, dest: Path, decompress: list[str] | None = None) -> Path:
@@ -101,7 +96,7 @@ def test_client_scripts_parse_with_busybox_sh(script: str) -> None:
 def test_addon_unpacks_to_the_expected_tree(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    result = netboot("initrd", "--root", str(root))
+    result = run_netboot("initrd", "--root", str(root))
     assert result.returncode == 0, result.stderr
     addon = root / "netboot.img"
     assert addon.read_bytes()[:6] == b"070701", "the add-on must be an uncompressed newc cpio"
@@ -122,7 +117,7 @@ def test_addon_unpacks_to_the_expected_tree(tmp_path: Path) -> None:
 def test_addon_carries_modules_of_published_kernels(tmp_path: Path, kernel: KernelTree) -> None:
     root = tmp_path / "root"
     publish(root, kernel, tmp_path, merged_usr=True, zstd=True)
-    result = netboot("initrd", "--root", str(root), "-o", str(tmp_path / "addon.img"))
+    result = run_netboot("initrd", "--root", str(root), "-o", str(tmp_path / "addon.img"))
     assert result.returncode == 0, result.stderr
     assert kernel.version in result.stdout
     tree = unpack(tmp_path / "addon.img", tmp_path / "x")
@@ -168,7 +163,7 @@ def test_standalone_for_published_image(
 ) -> None:
     root = tmp_path / "root"
     version_dir = publish(root, kernel, tmp_path, merged_usr=False, zstd=zstd)
-    result = netboot("initrd", "--standalone", "demo", "--root", str(root))
+    result = run_netboot("initrd", "--standalone", "demo", "--root", str(root))
     assert result.returncode == 0, result.stderr
     image = version_dir / "standalone.img"
     assert image.read_bytes()[: len(magic)] == magic
@@ -180,7 +175,7 @@ def test_standalone_for_published_image(
     assert any(p.endswith("/virtio_net.ko") for p in order)
     # a published file is never rewritten: a second build refuses and changes nothing
     before = hashlib.sha256(image.read_bytes()).hexdigest()
-    again = netboot("initrd", "--standalone", "demo", "--version", "1", "--root", str(root))
+    again = run_netboot("initrd", "--standalone", "demo", "--version", "1", "--root", str(root))
     assert again.returncode == 1
     assert again.stderr.count("\n") == 1 and "already exists" in again.stderr
     assert hashlib.sha256(image.read_bytes()).hexdigest() == before
@@ -198,7 +193,7 @@ def test_standalone_for_published_image(
 def test_initrd_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
     root = tmp_path / "root"
     (root / "images/demo/versions/1").mkdir(parents=True)
-    result = netboot("initrd", "--root", str(root), *args)
+    result = run_netboot("initrd", "--root", str(root), *args)
     assert result.returncode == (2 if "config error" in message else 1)
     assert result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
@@ -330,7 +325,7 @@ def test_lib_ignores_settings_that_are_not_a_fragment(
 
 
 def test_nfs_prints_exports(tmp_path: Path) -> None:
-    result = netboot("nfs", "--root", str(tmp_path))
+    result = run_netboot("nfs", "--root", str(tmp_path))
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
     assert lines == [f"{tmp_path}  *(ro,async,crossmnt,no_subtree_check,no_root_squash,insecure)"]
@@ -342,7 +337,7 @@ def test_nfs_exports_ltsp_tree_in_compat_mode(tmp_path: Path) -> None:
         f'[server]\nroot = "{tmp_path}/srv netboot"\nltsp_compat = true\n'
         f'ltsp_root = "{tmp_path}"\nltsp_tftp_root = "/srv/tftp/ltsp"\n'
     )
-    result = netboot("nfs", "--config", str(config))
+    result = run_netboot("nfs", "--config", str(config))
     assert result.returncode == 0, result.stderr
     lines = [line.split("  ")[0] for line in result.stdout.splitlines() if line[0] != "#"]
     assert lines == [f"{tmp_path}/srv\\040netboot", str(tmp_path), "/srv/tftp/ltsp"]
@@ -363,7 +358,7 @@ def test_nfs_install_writes_exports_file(tmp_path: Path) -> None:
 def test_nfs_bad_config_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "netboot.toml"
     config.write_text("[server]\nltsp_compat = 'yes'\n")
-    result = netboot("nfs", "--config", str(config))
+    result = run_netboot("nfs", "--config", str(config))
     assert result.returncode == 2
     assert (
         result.stderr.strip() == f"netboot nfs: config error: server.ltsp_compat: must be "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from netboot.image.kernel import (
 )
 from netboot.image.tree import DirView
 from netboot.image.version_sort import compare_versions, version_key
+from testbed.cli import run_netboot
 
 
 def test_version_sort_matches_sort_v() -> None:
@@ -161,12 +161,6 @@ def test_extract_from_squashfs_lists_then_extracts_two_files(tmp_path: Path) -> 
     assert (dest / "initrd.img").stat().st_mode & 0o777 == 0o644
 
 
-def netboot(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "netboot", *args], capture_output=True, text=True, timeout=60
-    )
-
-
 def publish_fixture(root: Path, tmp_path: Path) -> Path:
     """A published image 'deb' as netboot image would leave it (built here directly)."""
     tree = tmp_path / "tree"
@@ -188,7 +182,7 @@ def test_kernel_cmd_publishes_a_new_version_sharing_the_squashfs(tmp_path: Path)
     root = tmp_path / "srv"
     old = publish_fixture(root, tmp_path)
     before = {p.name: p.read_bytes() for p in old.iterdir()}
-    result = netboot(
+    result = run_netboot(
         "kernel", "--root", str(root), "-k", "vmlinuz-6.1.0-1-* s|vmlinuz|initrd.img|", "deb"
     )
     assert result.returncode == 0, result.stderr
@@ -201,7 +195,7 @@ def test_kernel_cmd_publishes_a_new_version_sharing_the_squashfs(tmp_path: Path)
     assert manifest["kernel_version"] == "6.1.0-1-amd64" and manifest["version"] == current.name
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before  # published: untouched
 
-    again = netboot(
+    again = run_netboot(
         "kernel", "--root", str(root), "-k", "vmlinuz-6.1.0-1-* s|vmlinuz|initrd.img|", "deb"
     )
     assert again.returncode == 0 and "already has that kernel" in again.stdout
@@ -210,7 +204,7 @@ def test_kernel_cmd_publishes_a_new_version_sharing_the_squashfs(tmp_path: Path)
 
 def kernel_of_source(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """`netboot kernel` with the served root and the base dir (of sources) under tmp_path."""
-    return netboot(
+    return run_netboot(
         "kernel", "--root", str(tmp_path / "srv"), "--base-dir", str(tmp_path / "base"), *args
     )
 

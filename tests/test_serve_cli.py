@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,14 +13,11 @@ from pathlib import Path
 import pytest
 
 from netboot import config as cfg
+from testbed.cli import NETBOOT, run_netboot
 from testbed.netns import Namespace, new_tag, veth
-from testbed.serve import NETBOOT, ServeProcess
+from testbed.serve import ServeProcess
 
 SERVER_IP = "10.232.0.1"
-
-
-def run_netboot(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([*NETBOOT, *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize(

@@ -157,6 +157,7 @@ def test_missing_required_module_is_an_error(tmp_path: Path) -> None:
 # -- standalone.img ---------------------------------------------------------------------
 
 
+@pytest.mark.root  # unpacking creates its device nodes (dev/console, dev/null)
 @pytest.mark.parametrize(("zstd", "magic"), [(True, b"\x28\xb5\x2f\xfd"), (False, b"\x1f\x8b")])
 def test_standalone_for_published_image(
     tmp_path: Path, kernel: KernelTree, zstd: bool, magic: bytes

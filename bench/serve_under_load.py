@@ -346,7 +346,9 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list) -> None:
     cleanup.append(server_ns.close)
     client_ns = Namespace("ldcli", tag)
     cleanup.append(client_ns.close)
-    veth(server_ns, "vsrv", client_ns, "vcli", a_addr=f"{SERVER_IP}/24", b_addr=f"{CLIENT_IP}/24")
+    veth(server_ns, "vsrv", client_ns, "vcli")
+    server_ns.up("vsrv", f"{SERVER_IP}/24")
+    client_ns.up("vcli", f"{CLIENT_IP}/24")
     serve = ServeProcess(
         server_ns, root, interface="vsrv", address=SERVER_IP, log_path=tmp / "serve.log"
     )

@@ -21,8 +21,10 @@ class Bridge:
         """Plug `interface` of `ns` into the bridge; returns the port number (from 1)."""
         number = self._next_port()
         port = f"p{number}"
-        veth(self.ns, port, ns, interface, b_addr=address, b_mac=mac)
+        veth(self.ns, port, ns, interface)
         self.ns.ip("link", "set", port, "master", self.name)
+        self.ns.up(port)
+        ns.up(interface, address, mac)
         return number
 
     def add_tap(self) -> str:

@@ -18,15 +18,22 @@ from netboot.records import ClientRecords
 from testbed.bridge_lan import BRIDGE, NETWORK, SERVER_IP, BridgeLan
 
 
-def full_config(tmp_path: Path, **dhcp: Any) -> config_mod.Config:
-    """Config for a test: root and lease file under tmp_path; `dhcp` overrides [dhcp]."""
+def full_config(tmp_path: Path, range_start: str, range_end: str, **dhcp: Any) -> config_mod.Config:
+    """Config for a test: this pool, root and lease file under tmp_path; `dhcp` adds to or
+    overrides the other [dhcp] settings."""
     root = tmp_path / "root"
     (root / "ipxe").mkdir(parents=True, exist_ok=True)
     for name in ("undionly.kpxe", "snponly.efi"):
         (root / "ipxe" / name).write_bytes(b"fake iPXE binary")
     data: dict[str, Any] = {
         "server": {"root": str(root)},
-        "dhcp": {"lease_file": str(tmp_path / "leases.json"), "probe": False, **dhcp},
+        "dhcp": {
+            "range_start": range_start,
+            "range_end": range_end,
+            "lease_file": str(tmp_path / "leases.json"),
+            "probe": False,
+            **dhcp,
+        },
     }
     return config_mod.parse(data, "test")
 

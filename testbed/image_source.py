@@ -80,6 +80,13 @@ class Served:
             "image", "--root", str(self.root), "--base-dir", str(self.base), *args, **kwargs
         )
 
+    def publish(self, name: str = "deb") -> str | None:
+        """Make the source tree `name`, build it once; the version it published."""
+        make_chroot(self.base / name)
+        result = self.image(name)
+        assert result.returncode == 0, result.stderr
+        return self.link(name, "current")
+
     def link(self, name: str, link: str) -> str | None:
         path = self.root / "images" / name / link
         return os.path.basename(os.readlink(path)) if path.is_symlink() else None

@@ -54,8 +54,9 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
     client_ns = Namespace("cli", tag)
     serve = None
     try:
-        veth(server_ns, SERVER_IF, client_ns, CLIENT_IF,
-             a_addr=f"{SERVER_IP}/24", b_addr=f"{CLIENT_IP}/24")  # fmt: skip
+        veth(server_ns, SERVER_IF, client_ns, CLIENT_IF)
+        server_ns.up(SERVER_IF, f"{SERVER_IP}/24")
+        client_ns.up(CLIENT_IF, f"{CLIENT_IP}/24")
         serve = ServeProcess(
             server_ns, root, interface=SERVER_IF, address=SERVER_IP, log_path=tmp / "serve.log"
         ).start()

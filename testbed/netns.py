@@ -47,6 +47,14 @@ class Namespace:
         """`ip -n NAME ...`: configure this namespace's links and addresses."""
         return ip("-n", self.name, *args, check=check)
 
+    def up(self, interface: str, address: str = "", mac: str = "") -> None:
+        """Bring `interface` up, with this MAC and address (CIDR) first if they are given."""
+        if mac:
+            self.ip("link", "set", interface, "address", mac)
+        if address:
+            self.ip("addr", "add", address, "dev", interface)
+        self.ip("link", "set", interface, "up")
+
     def exec(self, *cmd: str) -> list[str]:
         return ["ip", "netns", "exec", self.name, *cmd]
 
@@ -84,24 +92,9 @@ class Namespace:
         cleanup.done(self._cleanup_id)
 
 
-def veth(
-    a: Namespace,
-    a_if: str,
-    b: Namespace,
-    b_if: str,
-    *,
-    a_addr: str = "",
-    b_addr: str = "",
-    b_mac: str = "",
-) -> None:
-    """Join two namespaces with a veth pair, both ends up; addresses are CIDR or ''."""
+def veth(a: Namespace, a_if: str, b: Namespace, b_if: str) -> None:
+    """Join two namespaces with a veth pair; both ends are down until `up()`."""
     a.ip("link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name)
-    if b_mac:
-        b.ip("link", "set", b_if, "address", b_mac)
-    for ns, ifname, addr in ((a, a_if, a_addr), (b, b_if, b_addr)):
-        if addr:
-            ns.ip("addr", "add", addr, "dev", ifname)
-        ns.ip("link", "set", ifname, "up")
 
 
 def namespace_names() -> list[str]:

@@ -69,8 +69,8 @@ async def test_pxe_discover_gets_address_and_boot_file(
     client = bridge_lan.client("pxe")
     config = full_config(
         tmp_path,
-        range_start="10.99.0.50",
-        range_end="10.99.0.59",
+        "10.99.0.50",
+        "10.99.0.59",
         router="10.99.0.254",
         dns=["10.99.0.53"],
         domain="lab",
@@ -117,7 +117,7 @@ async def test_two_clients_never_share_and_offers_are_held(
     bridge_lan: BridgeLan, tmp_path: Path
 ) -> None:
     one, two = bridge_lan.client("one"), bridge_lan.client("two")
-    config = full_config(tmp_path, range_start="10.99.0.50", range_end="10.99.0.51")
+    config = full_config(tmp_path, "10.99.0.50", "10.99.0.51")
     async with serving(bridge_lan, config):
         sock_one, sock_two = client_socket(one), client_socket(two)
         # both DISCOVER before either REQUESTs: the first offer is held, so no overlap
@@ -147,7 +147,7 @@ async def test_two_clients_never_share_and_offers_are_held(
 
 async def test_request_states(bridge_lan: BridgeLan, tmp_path: Path) -> None:
     client, other = bridge_lan.client("c"), bridge_lan.client("o")
-    config = full_config(tmp_path, range_start="10.99.0.50", range_end="10.99.0.59")
+    config = full_config(tmp_path, "10.99.0.50", "10.99.0.59")
     async with serving(bridge_lan, config) as server:
         sock, sock_other = client_socket(client), client_socket(other)
         address = await discover_and_request(sock, client.mac)
@@ -198,9 +198,7 @@ async def test_request_states(bridge_lan: BridgeLan, tmp_path: Path) -> None:
 
 async def test_decline_blocks_the_address(bridge_lan: BridgeLan, tmp_path: Path) -> None:
     client = bridge_lan.client("c")
-    config = full_config(
-        tmp_path, range_start="10.99.0.50", range_end="10.99.0.59", decline_time=300
-    )
+    config = full_config(tmp_path, "10.99.0.50", "10.99.0.59", decline_time=300)
     async with serving(bridge_lan, config) as server:
         sock = client_socket(client)
         address = await discover_and_request(sock, client.mac)
@@ -229,12 +227,8 @@ async def test_reservation_wins_and_is_never_given_away(
     bridge_lan: BridgeLan, tmp_path: Path
 ) -> None:
     owner, stranger = bridge_lan.client("owner"), bridge_lan.client("stranger")
-    config = full_config(
-        tmp_path,
-        range_start="10.99.0.50",
-        range_end="10.99.0.51",
-        reservations={owner.mac: {"address": "10.99.0.50", "hostname": "pc01"}},
-    )
+    reserved = {owner.mac: {"address": "10.99.0.50", "hostname": "pc01"}}
+    config = full_config(tmp_path, "10.99.0.50", "10.99.0.51", reservations=reserved)
     async with serving(bridge_lan, config):
         sock_owner, sock_stranger = client_socket(owner), client_socket(stranger)
         # the stranger asks for the reserved address: it gets the other one
@@ -259,7 +253,7 @@ async def test_relay_answers_only_for_the_local_subnet(
     # the relay agent: an address on the LAN, listening on the server port 67
     ns, interface = relay.ns, relay.interface
     ns.ip("addr", "add", "10.99.0.9/24", "dev", interface)
-    config = full_config(tmp_path, range_start="10.99.0.50", range_end="10.99.0.59")
+    config = full_config(tmp_path, "10.99.0.50", "10.99.0.59")
     async with serving(bridge_lan, config) as server:
         with ns.entered():
             sock = open_udp_socket(67, interface)
@@ -283,7 +277,7 @@ async def test_malformed_packets_are_counted_and_survived(
     bridge_lan: BridgeLan, tmp_path: Path
 ) -> None:
     client = bridge_lan.client("c")
-    config = full_config(tmp_path, range_start="10.99.0.50", range_end="10.99.0.59")
+    config = full_config(tmp_path, "10.99.0.50", "10.99.0.59")
     async with serving(bridge_lan, config) as server:
         sock = client_socket(client)
         loop = asyncio.get_running_loop()

@@ -38,8 +38,8 @@ async def test_udhcpc_and_dhclient_get_distinct_leases(
     busybox, isc = bridge_lan.client("bb"), bridge_lan.client("isc")
     config = full_config(
         tmp_path,
-        range_start="10.99.0.100",
-        range_end="10.99.0.110",
+        "10.99.0.100",
+        "10.99.0.110",
         router="10.99.0.1",
         dns=["10.99.0.1", "10.99.0.2"],
         domain="lab",
@@ -75,7 +75,7 @@ async def test_udhcpc_and_dhclient_get_distinct_leases(
 
 async def test_udhcpc_renews_and_releases(bridge_lan: BridgeLan, tmp_path: Path) -> None:
     client = bridge_lan.client("renew")
-    config = full_config(tmp_path, range_start="10.99.0.100", range_end="10.99.0.110")
+    config = full_config(tmp_path, "10.99.0.100", "10.99.0.110")
     async with serving(bridge_lan, config) as server:
         out = tmp_path / "renew.log"
         # no -q: it stays bound; SIGUSR1 makes it renew (unicast from its address) at once,
@@ -111,7 +111,7 @@ async def test_pool_of_ten_with_twelve_clients(
     bridge_lan: BridgeLan, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clients = [bridge_lan.client(f"m{i}", index=i, namespace="many") for i in range(12)]
-    config = full_config(tmp_path, range_start="10.99.0.100", range_end="10.99.0.109", probe=True)
+    config = full_config(tmp_path, "10.99.0.100", "10.99.0.109", probe=True)
     caplog.set_level(logging.WARNING, logger="netboot.dhcp.full")
     async with serving(bridge_lan, config) as server:
         results = await asyncio.gather(*(udhcpc(tmp_path, client, tries=2) for client in clients))
@@ -131,9 +131,7 @@ async def test_pool_of_ten_with_twelve_clients(
 async def test_probe_skips_an_address_in_use(bridge_lan: BridgeLan, tmp_path: Path) -> None:
     squat(bridge_lan, "10.99.0.100")
     client = bridge_lan.client("c")
-    config = full_config(
-        tmp_path, range_start="10.99.0.100", range_end="10.99.0.110", probe=True, decline_time=120
-    )
+    config = full_config(tmp_path, "10.99.0.100", "10.99.0.110", probe=True, decline_time=120)
     async with serving(bridge_lan, config) as server:
         code, events = await udhcpc(tmp_path, client)
         assert code == 0 and bound_address(events) == "10.99.0.101"
@@ -146,7 +144,7 @@ async def test_udhcpc_declines_an_address_in_use(bridge_lan: BridgeLan, tmp_path
     squat(bridge_lan, "10.99.0.100")
     client = bridge_lan.client("c")
     # no server-side probe: the client's own ARP check (-a) finds the squatter and DECLINEs
-    config = full_config(tmp_path, range_start="10.99.0.100", range_end="10.99.0.110")
+    config = full_config(tmp_path, "10.99.0.100", "10.99.0.110")
     async with serving(bridge_lan, config) as server:
         code, events = await udhcpc(tmp_path, client, "-a", tries=4)
         assert code == 0 and bound_address(events) == "10.99.0.101"

@@ -137,9 +137,7 @@ def test_build_cleans_the_image_and_leaves_the_source_untouched(served: Served) 
 
 @pytest.mark.root
 def test_second_build_moves_previous_and_revert_swaps_back(served: Served) -> None:
-    make_chroot(served.base / "deb")
-    assert served.image("deb").returncode == 0
-    first = served.link("deb", "current")
+    first = served.publish("deb")
     second_run = served.image("deb")
     assert second_run.returncode == 0, second_run.stderr
     second = served.link("deb", "current")
@@ -439,9 +437,7 @@ def test_no_kernel_publishes_nothing(served: Served) -> None:
 
 @pytest.mark.root
 def test_mksquashfs_failure_publishes_nothing(served: Served) -> None:
-    make_chroot(served.base / "deb")
-    assert served.image("deb").returncode == 0
-    old = served.link("deb", "current")
+    old = served.publish("deb")
     result = served.image("-m=-comp nosuchcompressor", "deb")
     assert result.returncode == 1
     assert last_line(result).startswith("netboot image: deb: mksquashfs failed:")
@@ -451,8 +447,7 @@ def test_mksquashfs_failure_publishes_nothing(served: Served) -> None:
 
 @pytest.mark.root
 def test_revert_without_previous(served: Served) -> None:
-    make_chroot(served.base / "deb")
-    assert served.image("deb").returncode == 0
+    served.publish("deb")
     result = served.image("-r", "deb")
     assert result.returncode == 1
     assert last_line(result) == "netboot image: deb has no previous version to revert to"

@@ -63,12 +63,16 @@ def write(root: Path, rel: str, text: str) -> None:
     (root / rel).write_text(text)
 
 
+def write_two_kernels(tree: Path) -> None:
+    """Kernels 6.1.0-9 and 6.1.0-10 with their initrds: version order is not name order."""
+    for number in (10, 9):
+        write(tree, f"boot/vmlinuz-6.1.0-{number}-amd64", f"k{number}")
+        write(tree, f"boot/initrd.img-6.1.0-{number}-amd64", f"i{number}")
+
+
 def test_symlinks_preferred_and_resolved_inside_the_image(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
-    write(tree, "boot/vmlinuz-6.1.0-10-amd64", "k10")
-    write(tree, "boot/initrd.img-6.1.0-10-amd64", "i10")
-    write(tree, "boot/vmlinuz-6.1.0-9-amd64", "k9")
-    write(tree, "boot/initrd.img-6.1.0-9-amd64", "i9")
+    write_two_kernels(tree)
     # Debian's kernel-img.conf links, absolute: they must resolve in the tree, not on the host
     (tree / "vmlinuz").symlink_to("/boot/vmlinuz-6.1.0-9-amd64")
     (tree / "initrd.img").symlink_to("/boot/initrd.img-6.1.0-9-amd64")
@@ -144,10 +148,7 @@ def squash(tree: Path, output: Path) -> Path:
 
 def test_extract_from_squashfs_lists_then_extracts_two_files(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
-    write(tree, "boot/vmlinuz-6.1.0-10-amd64", "k10")
-    write(tree, "boot/initrd.img-6.1.0-10-amd64", "i10")
-    write(tree, "boot/vmlinuz-6.1.0-9-amd64", "k9")
-    write(tree, "boot/initrd.img-6.1.0-9-amd64", "i9")
+    write_two_kernels(tree)
     write(tree, "lib/modules/6.1.0-10-amd64/modules.dep", "")
     write(tree, "usr/share/big", "x" * 100000)
     (tree / "a b -> c").mkdir()  # an awkward name in the listing

@@ -90,7 +90,9 @@ def ns_link(tmp_path: Path) -> Iterator[Link]:
     tag = new_tag()
     server, peer = Namespace("srv", tag), Namespace("peer", tag)
     try:
-        veth(server, "eth0", peer, "eth0", a_addr=f"{SERVER_IP}/24", b_addr="10.232.0.2/24")
+        veth(server, "eth0", peer, "eth0")
+        server.up("eth0", f"{SERVER_IP}/24")
+        peer.up("eth0", "10.232.0.2/24")
         yield Link(server, tmp_path)
     finally:
         peer.close()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
-from testbed.packets import DHCP_SERVER, LEASED_IP, MAC, SMBIOS_UUID, load
 
 from netboot import config as config_mod
 from netboot.dhcp import packet, pxe
@@ -22,6 +21,7 @@ from netboot.dhcp.prefilter import Glance, glance
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.policy import BootPolicy, PxeAnswer
 from netboot.records import ClientRecords
+from testbed.packets import DHCP_SERVER, LEASED_IP, MAC, SMBIOS_UUID, load
 
 SERVER_IP = "10.115.250.1"  # where netboot ran in the capture LAN
 SCRIPT_URL = f"http://{SERVER_IP}/boot.ipxe"

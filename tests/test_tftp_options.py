@@ -10,11 +10,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from testbed.packets import load
 from tftpy.TftpPacketTypes import TftpPacketOACK, TftpPacketRRQ
 
 from netboot import tftp
 from netboot.tftp import MAX_BLKSIZE, TftpServer, negotiate
+from testbed.packets import load
 
 SNPONLY_SIZE = 173792  # Debian's snponly.efi, the file OVMF fetched in the capture
 ETHERNET_MAX_BLKSIZE = 1500 - 32  # what serve passes for MTU 1500: IP 20 + UDP 8 + TFTP 4

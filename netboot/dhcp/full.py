@@ -1,10 +1,14 @@
 """Full DHCP (RFC 2131/2132): addresses from the local pool, plus the PXE boot answer.
 
-Shaped like the proxy server: glance at the bytes, decode only DHCP requests, decide, answer.
+This module is the RFC 2131 state machine and nothing else: which message does what to the
+leases, in which order, and when to wait. The other jobs live next to it: packets come in
+through `endpoint.py` (glance, decode, counters), the address comes from `allocator.py`
+(pure), the bytes from `replies.py` (pure), the lease file from `leases.py`.
+
 Deciding may wait (an ARP probe before a new address is offered; the lease write before an
 ACK leaves), so each decoded request becomes a task; requests of one client are handled in
 order, and an address is taken in memory *before* any wait, so two clients never get the
-same one. Nothing a packet contains can raise out of `datagram_received`.
+same one.
 
 PXE clients get their lease and the same boot answer as in proxy mode; port 4011 is served
 by a ProxyDhcpServer for firmware that asks there anyway.
@@ -16,41 +20,33 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
-from typing import Any
 
 from netboot.config import Config
-from netboot.dhcp import packet
+from netboot.datagram import Address
+from netboot.dhcp import allocator, replies
+from netboot.dhcp.allocator import Client, address_or_none
+from netboot.dhcp.endpoint import DhcpEndpoint, Reply, open_dhcp_endpoint
 from netboot.dhcp.leases import LeaseFileError, LeaseStore, client_key
 from netboot.dhcp.packet import (
     ACK,
-    BROADCAST_FLAG,
     DECLINE,
     DISCOVER,
     INFORM,
     MESSAGE_NAMES,
-    NAK,
     OFFER,
     RELEASE,
     REQUEST,
     DhcpRequest,
 )
 from netboot.dhcp.pool import AddressPool, build_pool
-from netboot.dhcp.prefilter import glance
+from netboot.dhcp.prefilter import Glance
 from netboot.dhcp.probe import ArpProber
 from netboot.dhcp.proxy import ProxyDhcpServer
-from netboot.dhcp.pxe import pxe_options
-from netboot.dhcp.sockets import (
-    CLIENT_PORT,
-    LIMITED_BROADCAST,
-    SERVER_PORT,
-    open_udp_socket,
-    reply_address,
-)
+from netboot.dhcp.sockets import SERVER_PORT
 from netboot.errors import UserError
-from netboot.policy import BootPolicy, PxeAnswer
+from netboot.policy import BootPolicy
 from netboot.records import ClientRecords
 
 log = logging.getLogger("netboot.dhcp.full")
@@ -60,8 +56,6 @@ MAX_PROBES_PER_DISCOVER = 3  # bounds the time one DISCOVER can take (each probe
 MAX_PENDING = 256  # requests being decided at once; more are dropped (a flood, not a LAN)
 EXHAUSTED_LOG_EVERY = 60.0  # seconds between "no address" warnings for one client
 HANDLED = (DISCOVER, REQUEST, DECLINE, RELEASE, INFORM)
-
-Reply = tuple[bytes, tuple[str, int]]
 
 
 class FullDhcpError(UserError):
@@ -76,19 +70,8 @@ class _ClientLock:
         self.users = 0
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, server: FullDhcpServer) -> None:
-        self.server = server
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            self.server.dispatch(data, addr)
-        except Exception:  # a bug must cost one packet, never the server
-            self.server.stats["errors"] += 1
-            log.exception("error handling a DHCP packet from %s", addr[0])
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("socket error: %s", exc)
+def _wanted(seen: Glance) -> bool:
+    return seen.msg_type in HANDLED
 
 
 class FullDhcpServer:
@@ -106,22 +89,16 @@ class FullDhcpServer:
         port: int = SERVER_PORT,
         proxy_port: int = 4011,
     ) -> None:
-        self.config = config
-        self.policy = policy
-        self.records = records
-        self.server_ip = server_ip
-        self.interface = interface
-        self.network = network
-        self.port = port
-        self.proxy_port = proxy_port
+        self.config, self.policy, self.records = config, policy, records
+        self.server_ip, self.interface, self.network = server_ip, interface, network
+        self.port, self.proxy_port = port, proxy_port
         self.stats: Counter[str] = Counter()
-        dhcp = config.dhcp
-        self.lease_time = int(dhcp.lease_time)
-        self.decline_time = int(dhcp.decline_time)
-        self.leases = LeaseStore(Path(dhcp.lease_file))
+        self.lease_time = int(config.dhcp.lease_time)
+        self.decline_time = int(config.dhcp.decline_time)
+        self.leases = LeaseStore(Path(config.dhcp.lease_file))
         self.prober: ArpProber | None = None
         self._pool: AddressPool | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._endpoint: DhcpEndpoint | None = None
         self._proxy: ProxyDhcpServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._client_locks: dict[str, _ClientLock] = {}
@@ -140,6 +117,10 @@ class FullDhcpServer:
         self._pool = None
         return self.pool
 
+    @property
+    def settings(self) -> replies.Settings:
+        return replies.Settings.from_config(self.config.dhcp, self.server_ip, self.pool.subnet)
+
     async def start(self) -> None:
         pool = self.check_config()
         try:
@@ -150,24 +131,11 @@ class FullDhcpServer:
                 if isinstance(exc, LeaseFileError)
                 else f"lease file {self.leases.path}: {exc.strerror or exc}"
             ) from None
-        if self.config.dhcp.probe:
-            if self.interface:
-                prober = ArpProber(self.interface)
-                try:
-                    prober.open()
-                except OSError as exc:
-                    raise FullDhcpError(
-                        f"cannot open the ARP probe socket on {self.interface}: {exc.strerror}"
-                        " (run as root, or set dhcp.probe = false)"
-                    ) from None
-                self.prober = prober
-            else:
-                log.warning("no interface given: addresses are offered without an ARP probe")
-        loop = asyncio.get_running_loop()
+        self._open_prober()
         try:
-            sock = open_udp_socket(self.port, self.interface)
-            transport, _ = await loop.create_datagram_endpoint(lambda: _Endpoint(self), sock=sock)
-            self._transport = transport  # type: ignore[assignment]
+            self._endpoint = await open_dhcp_endpoint(
+                self.port, self.interface, self.stats, log, _wanted, self._dispatch
+            )
             if self.proxy_port:
                 self._proxy = ProxyDhcpServer(
                     self.policy,
@@ -192,11 +160,27 @@ class FullDhcpServer:
             self.leases.path,
         )
 
+    def _open_prober(self) -> None:
+        if not self.config.dhcp.probe:
+            return
+        if not self.interface:
+            log.warning("no interface given: addresses are offered without an ARP probe")
+            return
+        prober = ArpProber(self.interface)
+        try:
+            prober.open()
+        except OSError as exc:
+            raise FullDhcpError(
+                f"cannot open the ARP probe socket on {self.interface}: {exc.strerror}"
+                " (run as root, or set dhcp.probe = false)"
+            ) from None
+        self.prober = prober
+
     async def close(self) -> None:
         """Stop listening, let decisions in flight finish (their lease writes), then stop."""
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
         if self._proxy is not None:
             await self._proxy.close()
             self._proxy = None
@@ -205,32 +189,15 @@ class FullDhcpServer:
             for task in pending:
                 task.cancel()
         if self.leases.dirty:
-            try:
-                await self.leases.save()
-            except OSError as exc:
-                log.error("could not write the lease file %s: %s", self.leases.path, exc)
+            await self._save_quietly()
         if self.prober is not None:
             self.prober.close()
             self.prober = None
 
-    # --- packets in -------------------------------------------------------------------
+    # --- packets in: one task per request, one client at a time ------------------------
 
-    def dispatch(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Glance, decode, and hand the request to a task of its own."""
-        self.stats["received"] += 1
-        seen = glance(data)
-        if seen is None:
-            self.stats["malformed" if data[:1] == b"\x01" else "ignored"] += 1
-            return
-        if seen.msg_type not in HANDLED:
-            self.stats["ignored"] += 1
-            return
-        try:
-            request = packet.parse(data)
-        except packet.MalformedPacket as exc:
-            self.stats["malformed"] += 1
-            log.debug("dropped malformed packet from %s: %s", addr[0], exc)
-            return
+    def _dispatch(self, request: DhcpRequest, addr: Address) -> None:
+        """Hand a decoded request to a task of its own (the reply is sent from there)."""
         if request.htype != 1 or request.hlen != 6:
             self.stats["ignored"] += 1  # only Ethernet clients have a MAC we can key on
             return
@@ -248,8 +215,8 @@ class FullDhcpServer:
         try:
             async with entry.lock:
                 reply = await self._answer(request, key)
-            if reply is not None and self._transport is not None:
-                self._transport.sendto(*reply)
+            if reply is not None and self._endpoint is not None:
+                self._endpoint.send(*reply)
         except Exception:
             self.stats["errors"] += 1
             log.exception(
@@ -263,15 +230,16 @@ class FullDhcpServer:
     async def _answer(self, request: DhcpRequest, key: str) -> Reply | None:
         if not self._relay_ok(request):
             return None
+        client = Client(key, request.mac, address_or_none(request.requested_ip))
         kind = request.msg_type
         if kind == DISCOVER:
-            return await self._discover(request, key)
+            return await self._discover(request, client)
         if kind == REQUEST:
-            return await self._request(request, key)
+            return await self._request(request, client)
         if kind == DECLINE:
-            await self._decline(request, key)
+            await self._decline(request, client)
         elif kind == RELEASE:
-            await self._release(request, key)
+            await self._release(request, client)
         elif kind == INFORM:
             return self._inform(request)
         return None
@@ -288,23 +256,29 @@ class FullDhcpServer:
 
     # --- DISCOVER ---------------------------------------------------------------------
 
-    async def _discover(self, request: DhcpRequest, key: str) -> Reply | None:
-        mac = request.mac
+    async def _discover(self, request: DhcpRequest, client: Client) -> Reply | None:
+        """Choose, hold the offer (before any wait), probe; up to three addresses."""
         tried: set[IPv4Address] = set()
         for _ in range(MAX_PROBES_PER_DISCOVER):
-            address, needs_probe = self._choose(request, key, tried)
+            choice = allocator.choose(self.pool, self.leases, client, time.time(), tried)
+            if choice.reserved_in_use is not None:
+                log.warning(
+                    "reserved address %s of %s is in use: offering a pool address",
+                    choice.reserved_in_use,
+                    client.mac,
+                )
+            address = choice.address
             if address is None:
-                self._log_exhausted(key, mac)
+                self._log_exhausted(client)
                 return None
-            now = time.time()
-            self.leases.hold_offer(key, str(address), now + OFFER_HOLD_SECONDS)
-            if not needs_probe or self.prober is None:
+            self.leases.hold_offer(client.key, str(address), time.time() + OFFER_HOLD_SECONDS)
+            if not choice.probe or self.prober is None:
                 break
             tried.add(address)
             self.stats["probes"] += 1
             if not await self.prober.in_use(address):
                 break
-            self.leases.drop_offer(key)
+            self.leases.drop_offer(client.key)
             self.stats["probe_conflicts"] += 1
             log.warning(
                 "address %s answers ARP although nobody has a lease on it: not offered for %d s",
@@ -320,104 +294,65 @@ class FullDhcpServer:
         self.stats["offers"] += 1
         return self._lease_reply(request, OFFER, str(address), "dhcp-offer")
 
-    def _choose(
-        self, request: DhcpRequest, key: str, tried: set[IPv4Address]
-    ) -> tuple[IPv4Address | None, bool]:
-        """RFC 2131 4.3.1 order: reservation, current or last binding, pending offer,
-        requested address, a never-used address, the longest-expired one. The flag says
-        whether the address must be probed (it is not this client's own lease)."""
-        pool, leases, now, mac = self.pool, self.leases, time.time(), request.mac
-
-        def usable(address: IPv4Address | None) -> bool:
-            return (
-                address is not None
-                and address not in tried
-                and pool.may_use(address, mac)
-                and leases.free_for(key, str(address), now)
-            )
-
-        reservation = pool.reservation(mac)
-        own = leases.lease_of(key)
-        own_address = IPv4Address(own.address) if own is not None else None
-        if reservation is not None and reservation.address is not None:
-            if usable(reservation.address):
-                return reservation.address, reservation.address != own_address
-            log.warning(
-                "reserved address %s of %s is in use: offering a pool address",
-                reservation.address,
-                mac,
-            )
-        if usable(own_address):
-            return own_address, False
-        offer = leases.offer_of(key, now)
-        if offer is not None and usable(IPv4Address(offer.address)):
-            return IPv4Address(offer.address), False  # probed when first offered
-        requested = _address_or_none(request.requested_ip)
-        if usable(requested):
-            return requested, True
-        oldest: tuple[float, IPv4Address] | None = None
-        for address in pool.dynamic_addresses():
-            if not usable(address):
-                continue
-            if leases.never_leased(str(address)):
-                return address, True
-            expired = leases.expired_since(str(address))
-            if oldest is None or expired < oldest[0]:
-                oldest = (expired, address)
-        return (oldest[1], True) if oldest is not None else (None, False)
-
-    def _log_exhausted(self, key: str, mac: str) -> None:
+    def _log_exhausted(self, client: Client) -> None:
         self.stats["no_address"] += 1
         now = time.monotonic()
-        if now - self._exhausted_logged.get(key, -EXHAUSTED_LOG_EVERY) >= EXHAUSTED_LOG_EVERY:
-            self._exhausted_logged[key] = now
+        last = self._exhausted_logged.get(client.key, -EXHAUSTED_LOG_EVERY)
+        if now - last >= EXHAUSTED_LOG_EVERY:
+            self._exhausted_logged[client.key] = now
             log.warning(
-                "no address available for %s: pool %s is exhausted", mac, self.pool.describe()
+                "no address available for %s: pool %s is exhausted",
+                client.mac,
+                self.pool.describe(),
             )
-        self.records.event(mac, "dhcp-no-address", pool=self.pool.describe())
+        self.records.event(client.mac, "dhcp-no-address", pool=self.pool.describe())
 
     # --- REQUEST ----------------------------------------------------------------------
 
-    async def _request(self, request: DhcpRequest, key: str) -> Reply | None:
+    async def _request(self, request: DhcpRequest, client: Client) -> Reply | None:
         """Selecting (54 + 50), init-reboot (50 only), renewing/rebinding (ciaddr)."""
         now = time.time()
-        mac = request.mac
         server_id = request.server_id
         if server_id is not None and server_id != self.server_ip:
-            self.leases.drop_offer(key)  # the client took another server's offer
+            self.leases.drop_offer(client.key)  # the client took another server's offer
             self.stats["ignored_other_server"] += 1
             return None
         if server_id is not None:
-            state, address = "selecting", _address_or_none(request.requested_ip or request.ciaddr)
+            state, address = "selecting", address_or_none(request.requested_ip or request.ciaddr)
         elif request.requested_ip is not None:
-            state, address = "init-reboot", _address_or_none(request.requested_ip)
+            state, address = "init-reboot", address_or_none(request.requested_ip)
         elif request.ciaddr not in ("", "0.0.0.0"):
-            state, address = "renewing", _address_or_none(request.ciaddr)
+            state, address = "renewing", address_or_none(request.ciaddr)
         else:
             self.stats["malformed"] += 1
             return None
-        if address is None or address not in self.pool.subnet:
-            return self._nak(request, f"{state}: {address} is not on {self.pool.subnet}")
-        own = self.leases.lease_of(key)
-        renewing = state == "renewing"
-        if not self.leases.free_for(key, str(address), now, in_use_by_client=renewing):
-            return self._nak(request, f"{state}: {address} is not free for this client")
-        if not self.pool.may_use(address, mac):
-            return self._nak(request, f"{state}: {address} is not in the pool or reserved")
+        refused = allocator.refusal(
+            self.pool, self.leases, client, address, now, renewing=state == "renewing"
+        )
+        if refused is not None:
+            return self._nak(request, f"{state}: {address} {refused}")
+        own = self.leases.lease_of(client.key)
         if state == "selecting":
-            offer = self.leases.offer_of(key, now)
-            if offer is None and (own is None or own.address != str(address)):
+            if self.leases.offer_of(client.key, now) is None and (
+                own is None or own.address != str(address)
+            ):
                 # our offer timed out: still fine if the address is free (checked above)
-                log.debug("REQUEST for %s from %s without a pending offer", address, mac)
+                log.debug("REQUEST for %s from %s without a pending offer", address, client.mac)
         elif state == "init-reboot":
             if own is None:
                 self.stats["ignored_unknown"] += 1  # RFC 2131 4.3.2: remain silent
                 return None
             if own.address != str(address):
                 return self._nak(request, f"init-reboot: {address} is not its address")
-        reservation = self.pool.reservation(mac)
+        return await self._bind(request, client, str(address), now, state)
+
+    async def _bind(
+        self, request: DhcpRequest, client: Client, address: str, now: float, state: str
+    ) -> Reply | None:
+        """Grant the lease; the ACK leaves only once the lease is on disk."""
+        reservation = self.pool.reservation(client.mac)
         hostname = reservation.hostname if reservation is not None else ""
-        self.leases.bind(key, mac, str(address), now + self.lease_time, hostname)
+        self.leases.bind(client.key, client.mac, address, now + self.lease_time, hostname)
         try:
             await self.leases.save()
         except OSError as exc:
@@ -427,37 +362,24 @@ class FullDhcpServer:
             )
             return None
         self.stats["acks"] += 1
-        self.records.learn(mac, str(address))
-        return self._lease_reply(request, ACK, str(address), "dhcp-ack", state=state)
+        self.records.learn(client.mac, address)
+        return self._lease_reply(request, ACK, address, "dhcp-ack", state=state)
 
     def _nak(self, request: DhcpRequest, reason: str) -> Reply:
         self.stats["naks"] += 1
         self.records.event(request.mac, "dhcp-nak", reason=reason)
-        # RFC 2131 4.3.2: NAKs are broadcast, or sent to the relay with the broadcast bit set
-        nak_request = replace(request, ciaddr="0.0.0.0")
-        if request.giaddr not in ("", "0.0.0.0"):
-            nak_request = replace(nak_request, flags=request.flags | BROADCAST_FLAG)
-            destination = (request.giaddr, SERVER_PORT)
-        else:
-            destination = (LIMITED_BROADCAST, CLIENT_PORT)
-        payload = packet.build_reply(
-            nak_request,
-            NAK,
-            server_ip=self.server_ip,
-            options=[("error_message", reason.encode()[:200])],
-        )
-        return payload, destination
+        return replies.nak(self.settings, request, reason)
 
     # --- DECLINE, RELEASE, INFORM -----------------------------------------------------
 
-    async def _decline(self, request: DhcpRequest, key: str) -> None:
-        address = _address_or_none(request.requested_ip)
+    async def _decline(self, request: DhcpRequest, client: Client) -> None:
+        address = client.requested
         if request.server_id not in (None, self.server_ip) or address is None:
             self.stats["ignored"] += 1
             return
         lease = self.leases.lease_at(str(address))
-        offer = self.leases.offer_of(key, time.time())
-        ours = (lease is not None and lease.client == key) or (
+        offer = self.leases.offer_of(client.key, time.time())
+        ours = (lease is not None and lease.client == client.key) or (
             offer is not None and offer.address == str(address)
         )
         if not ours:
@@ -476,11 +398,11 @@ class FullDhcpServer:
         self.records.event(request.mac, "dhcp-decline", address=str(address))
         await self._save_quietly()
 
-    async def _release(self, request: DhcpRequest, key: str) -> None:
+    async def _release(self, request: DhcpRequest, client: Client) -> None:
         if request.server_id not in (None, self.server_ip):
             self.stats["ignored"] += 1
             return
-        if not self.leases.end(key, request.ciaddr, time.time()):
+        if not self.leases.end(client.key, request.ciaddr, time.time()):
             self.stats["ignored"] += 1
             return
         self.stats["releases"] += 1
@@ -516,62 +438,11 @@ class FullDhcpServer:
         lease: bool = True,
         state: str = "",
     ) -> Reply:
-        options = self._config_options(request, lease)
-        siaddr, boot_file = "0.0.0.0", ""
+        """OFFER/ACK with the lease options and the boot answer; noted in the record."""
+        settings = self.settings
+        options = replies.config_options(settings, self.pool.reservation(request.mac), lease=lease)
         answer = self.policy.pxe_answer(request) if request.is_pxe else None
-        if isinstance(answer, PxeAnswer):
-            options.extend(pxe_options(request, answer))
-            siaddr = self.server_ip  # the boot server, for HTTP answers too (see proxy.py)
-            boot_file = answer.boot_file
-        payload = packet.build_reply(
-            request if msg_type == ACK else replace(request, ciaddr="0.0.0.0"),
-            msg_type,
-            server_ip=self.server_ip,
-            yiaddr=address,
-            siaddr=siaddr,
-            boot_file=boot_file,
-            options=options,
-        )
-        detail: dict[str, Any] = {"state": state, "boot_file": boot_file}
-        if isinstance(answer, PxeAnswer):
-            detail.update(arch=answer.arch, firmware=answer.firmware, ipxe=answer.ipxe)
-        elif answer is not None:
-            detail["no_boot"] = answer.reason
-        self.records.event(request.mac, event, ip=address if lease else request.ciaddr, **detail)
-        return payload, reply_address(request)
-
-    def _config_options(self, request: DhcpRequest, lease: bool) -> list[tuple[str | int, Any]]:
-        """Options 1, 28, 3, 6, 15, 12 and, for a lease, 51, 58, 59."""
-        dhcp = self.config.dhcp
-        subnet = self.pool.subnet
-        options: list[tuple[str | int, Any]] = [
-            ("subnet_mask", str(subnet.netmask)),
-            ("broadcast_address", str(subnet.broadcast_address)),
-        ]
-        if dhcp.router:
-            options.append(("router", dhcp.router))
-        if dhcp.dns:
-            options.append(("name_server", *dhcp.dns))
-        if dhcp.domain:
-            options.append(("domain", dhcp.domain.encode()))
-        reservation = self.pool.reservation(request.mac)
-        if reservation is not None and reservation.hostname:
-            options.append(("hostname", reservation.hostname.encode()))
-        if lease:
-            options.extend(
-                [
-                    ("lease_time", self.lease_time),
-                    ("renewal_time", self.lease_time // 2),
-                    ("rebinding_time", self.lease_time * 7 // 8),
-                ]
-            )
-        return options
-
-
-def _address_or_none(value: str | None) -> IPv4Address | None:
-    if not value or value == "0.0.0.0":
-        return None
-    try:
-        return IPv4Address(value)
-    except ValueError:
-        return None
+        reply = replies.lease_reply(settings, request, msg_type, address, options, answer)
+        ip = address if lease else request.ciaddr
+        self.records.event(request.mac, event, ip=ip, state=state, **replies.boot_detail(answer))
+        return reply

@@ -2,48 +2,25 @@
 
 The site's own DHCP server hands out addresses; this one only tells PXE and iPXE clients
 what to boot. Every packet is glanced at byte-level first; only PXE DISCOVER/REQUEST/INFORM
-are decoded. Nothing a packet contains can raise out of `datagram_received`.
+are decoded (`endpoint.py`). Nothing a packet contains can raise out of the endpoint.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 
+from netboot.datagram import Address
 from netboot.dhcp import packet
+from netboot.dhcp.endpoint import DhcpEndpoint, Reply, decode, open_dhcp_endpoint
 from netboot.dhcp.packet import ACK, DISCOVER, INFORM, OFFER, REQUEST, DhcpRequest
-from netboot.dhcp.prefilter import glance
+from netboot.dhcp.prefilter import Glance
 from netboot.dhcp.pxe import pxe_options
-from netboot.dhcp.sockets import open_udp_socket, reply_address
+from netboot.dhcp.sockets import reply_address
 from netboot.policy import BootPolicy, NoAnswer
 from netboot.records import ClientRecords
 
 log = logging.getLogger("netboot.dhcp.proxy")
-
-
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, server: ProxyDhcpServer, on_4011: bool) -> None:
-        self.server = server
-        self.on_4011 = on_4011
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            reply = self.server.handle(data, addr, self.on_4011)
-        except Exception:  # a bug must cost one packet, never the server
-            self.server.stats["errors"] += 1
-            log.exception("error handling a DHCP packet from %s", addr[0])
-            return
-        if reply is not None and self.transport is not None:
-            payload, destination = reply
-            self.transport.sendto(payload, destination)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("socket error: %s", exc)
 
 
 class ProxyDhcpServer:
@@ -68,7 +45,7 @@ class ProxyDhcpServer:
         self.proxy_port = proxy_port
         self.listen_67 = listen_67  # False: port 4011 only (full DHCP answers 67 itself)
         self.stats: Counter[str] = Counter()
-        self._transports: list[asyncio.BaseTransport] = []
+        self._endpoints: list[DhcpEndpoint] = []
 
     def _ports(self) -> list[tuple[int, bool]]:
         """(port, is it 4011) pairs this server listens on."""
@@ -76,14 +53,17 @@ class ProxyDhcpServer:
         return [*ports, (self.proxy_port, True)]
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             for port, on_4011 in self._ports():
-                sock = open_udp_socket(port, self.interface)
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda on=on_4011: _Endpoint(self, on), sock=sock
+                endpoint = await open_dhcp_endpoint(
+                    port,
+                    self.interface,
+                    self.stats,
+                    log,
+                    _wanted,
+                    lambda request, addr, on=on_4011: self._answer(request, addr, on),
                 )
-                self._transports.append(transport)
+                self._endpoints.append(endpoint)
         except BaseException:
             await self.close()
             raise
@@ -95,33 +75,17 @@ class ProxyDhcpServer:
         )
 
     async def close(self) -> None:
-        for transport in self._transports:
-            transport.close()
-        self._transports.clear()
+        for endpoint in self._endpoints:
+            endpoint.close()
+        self._endpoints.clear()
 
-    def handle(
-        self, data: bytes, addr: tuple[str, int], on_4011: bool
-    ) -> tuple[bytes, tuple[str, int]] | None:
-        """Decide on one datagram: the reply and where to send it, or None."""
-        self.stats["received"] += 1
-        seen = glance(data)
-        if seen is None:
-            self.stats["malformed" if data[:1] == b"\x01" else "ignored"] += 1
-            return None
-        if not seen.is_pxe or seen.msg_type not in (DISCOVER, REQUEST, INFORM):
-            self.stats["ignored"] += 1
-            return None
-        try:
-            request = packet.parse(data)
-        except packet.MalformedPacket as exc:
-            self.stats["malformed"] += 1
-            log.debug("dropped malformed packet from %s: %s", addr[0], exc)
-            return None
-        return self._answer(request, addr, on_4011)
+    def handle(self, data: bytes, addr: Address, on_4011: bool) -> Reply | None:
+        """Decide on one datagram: the reply and where to send it, or None (what an
+        endpoint does per packet, without a socket: for benchmarks)."""
+        request = decode(data, addr, self.stats, _wanted, log)
+        return None if request is None else self._answer(request, addr, on_4011)
 
-    def _answer(
-        self, request: DhcpRequest, addr: tuple[str, int], on_4011: bool
-    ) -> tuple[bytes, tuple[str, int]] | None:
+    def _answer(self, request: DhcpRequest, addr: Address, on_4011: bool) -> Reply | None:
         mac = request.mac
         if request.msg_type in (REQUEST, INFORM):
             self.records.learn(mac, request.requested_ip or request.ciaddr)
@@ -162,3 +126,8 @@ class ProxyDhcpServer:
         )
         destination = addr if on_4011 else reply_address(request)
         return payload, destination
+
+
+def _wanted(seen: Glance) -> bool:
+    """Only PXE and iPXE clients asking for something are worth a decode."""
+    return seen.is_pxe and seen.msg_type in (DISCOVER, REQUEST, INFORM)

@@ -1,0 +1,85 @@
+"""The one asyncio DatagramProtocol of every UDP transport (DHCP 67/4011, TFTP 69 and its
+transfer ports).
+
+Each of them needs the same three things from a socket: hand every datagram to one handler,
+make a bug in that handler cost one packet instead of the socket (the loop would otherwise
+log it and go on, but the counter that tells an operator something is wrong would not move),
+and send replies. Keeping that in one place means a transport module holds only its
+protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import Counter
+from collections.abc import Callable
+
+Address = tuple[str, int]
+Handler = Callable[[bytes, Address], None]
+
+
+def _drop(data: bytes, addr: Address) -> None:
+    """The handler until a real one is set (a TFTP transfer socket is bound first)."""
+
+
+class DatagramEndpoint(asyncio.DatagramProtocol):
+    """Calls `handler(data, addr)` for every datagram; an exception it raises is counted in
+    `stats[error_key]` and logged with its traceback, and the next datagram is served."""
+
+    def __init__(
+        self,
+        stats: Counter[str],
+        log: logging.Logger,
+        what: str,
+        handler: Handler = _drop,
+        *,
+        error_key: str = "errors",
+    ) -> None:
+        self.stats = stats
+        self.log = log
+        self.what = what  # "DHCP packet", "TFTP request": for the log line
+        self.handler = handler
+        self.error_key = error_key
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        try:
+            self.handler(data, addr)
+        except Exception:  # a bug must cost one packet, never the socket
+            self.stats[self.error_key] += 1
+            self.log.exception("error handling a %s from %s:%s", self.what, *addr[:2])
+
+    def error_received(self, exc: Exception) -> None:
+        self.log.debug("%s socket error: %s", self.what, exc)
+
+    def send(self, payload: bytes, destination: Address) -> None:
+        """Send if the socket is still open (a reply decided after close() is dropped)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(payload, destination)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def port(self) -> int:
+        if self.transport is None:
+            raise RuntimeError("endpoint not open")
+        return int(self.transport.get_extra_info("sockname")[1])
+
+
+async def open_endpoint(
+    endpoint: DatagramEndpoint,
+    *,
+    sock: socket.socket | None = None,
+    local_addr: Address | None = None,
+) -> DatagramEndpoint:
+    """Bind `endpoint` to a ready socket or to `local_addr`; returns it, connected."""
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(lambda: endpoint, sock=sock, local_addr=local_addr)
+    return endpoint

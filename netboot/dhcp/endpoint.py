@@ -1,0 +1,89 @@
+"""Where DHCP requests come in, for the proxy and the full server alike.
+
+Every datagram takes the same path before a server sees it: a byte-level glance (a few
+microseconds) decides whether it is worth a scapy decode (a few hundred), the decode may find
+it malformed, and each way of being dropped has its counter. What is left is a `DhcpRequest`
+for the server's handler; a reply the handler returns goes out on the socket the request came
+in on (port 4011 requests are answered from 4011).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from netboot.datagram import Address, DatagramEndpoint, open_endpoint
+from netboot.dhcp import packet
+from netboot.dhcp.packet import DhcpRequest
+from netboot.dhcp.prefilter import BOOTREQUEST, Glance, glance
+from netboot.dhcp.sockets import open_udp_socket
+
+Reply = tuple[bytes, Address]
+Wanted = Callable[[Glance], bool]
+RequestHandler = Callable[[DhcpRequest, Address], Reply | None]
+
+
+def decode(
+    data: bytes, addr: Address, stats: Counter[str], wanted: Wanted, log: logging.Logger
+) -> DhcpRequest | None:
+    """The request in `data` if the server wants it, else None with the reason counted:
+    `ignored` (not a BOOTREQUEST, or not for this server), `malformed` (looks like a
+    request but does not decode). Every datagram counts as `received`."""
+    stats["received"] += 1
+    seen = glance(data)
+    if seen is None:
+        stats["malformed" if data[:1] == bytes([BOOTREQUEST]) else "ignored"] += 1
+        return None
+    if not wanted(seen):
+        stats["ignored"] += 1
+        return None
+    try:
+        return packet.parse(data)
+    except packet.MalformedPacket as exc:
+        stats["malformed"] += 1
+        log.debug("dropped malformed packet from %s: %s", addr[0], exc)
+        return None
+
+
+class DhcpEndpoint(DatagramEndpoint):
+    """One DHCP port: decode what `wanted` lets through, hand it to `on_request`, send the
+    reply it returns (None: no reply now; an asynchronous answer uses `send` later)."""
+
+    def __init__(
+        self,
+        stats: Counter[str],
+        log: logging.Logger,
+        wanted: Wanted,
+        on_request: RequestHandler,
+    ) -> None:
+        super().__init__(stats, log, "DHCP packet", self._on_datagram)
+        self.wanted = wanted
+        self.on_request = on_request
+
+    def _on_datagram(self, data: bytes, addr: Address) -> None:
+        request = decode(data, addr, self.stats, self.wanted, self.log)
+        if request is None:
+            return
+        reply = self.on_request(request, addr)
+        if reply is not None:
+            self.send(*reply)
+
+
+async def open_dhcp_endpoint(
+    port: int,
+    interface: str,
+    stats: Counter[str],
+    log: logging.Logger,
+    wanted: Wanted,
+    on_request: RequestHandler,
+) -> DhcpEndpoint:
+    """A DhcpEndpoint on UDP `port`, bound to `interface` (see `sockets.open_udp_socket`)."""
+    sock = open_udp_socket(port, interface)
+    try:
+        endpoint = DhcpEndpoint(stats, log, wanted, on_request)
+        await open_endpoint(endpoint, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return endpoint

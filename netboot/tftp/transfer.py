@@ -1,0 +1,327 @@
+"""One TFTP read transfer: a go-back-N sender on its own UDP port, driven by callbacks.
+
+A transfer knows its client, its file and its negotiated options; of its server it knows
+only the narrow `TransferHost` (count, record, "I have ended"), so it can be driven and
+tested on its own. File reads run in the executor in read-ahead chunks: nothing here
+blocks the loop that also answers DHCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from netboot.datagram import Address, DatagramEndpoint
+from netboot.tftp.options import Negotiated
+from netboot.tftp.wire import (
+    ERR_NOT_FOUND,
+    ERR_OPTIONS,
+    ERR_UNKNOWN_TID,
+    HEAD,
+    OP_ACK,
+    OP_ERROR,
+    data_packet,
+    error_packet,
+    oack_packet,
+)
+
+log = logging.getLogger("netboot.tftp")
+
+READ_CHUNK = 256 * 1024
+
+
+class TransferHost(Protocol):
+    """What a transfer may ask of its server."""
+
+    stats: Counter[str]
+
+    def finished(self, transfer: Transfer) -> None:
+        """The transfer has ended (completed, failed or closed) and released its socket."""
+
+    def record(self, kind: str, client: Address, **detail: object) -> None:
+        """Note a step in the client's record (`tftp`, `tftp-failed`)."""
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """An accepted RRQ: who asked, for what, and the raw packet (an identical one repeated
+    before our first packet arrived is a duplicate, not a new request)."""
+
+    client: Address
+    name: str
+    raw: bytes
+    netascii: bool
+    started: float  # time.monotonic() when the RRQ arrived
+
+
+class NotAFile(OSError):
+    """A directory, device or FIFO: answered like a missing file."""
+
+
+def open_regular(path: Path) -> tuple[int, int]:
+    """Open a regular file for reading; (fd, size). O_NONBLOCK so a FIFO can't hang us."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotAFile(f"{path} is not a regular file")
+    return fd, info.st_size
+
+
+def read_chunk(fd: int, offset: int, length: int, netascii: bool) -> tuple[int, bytes]:
+    """One read-ahead chunk (runs in the executor): (bytes read from the file, wire data).
+
+    netascii translation is byte-local (CR -> CR NUL, LF -> CR LF), so chunk borders don't
+    matter."""
+    data = os.pread(fd, length, offset)
+    raw = len(data)
+    if netascii:
+        data = data.replace(b"\r", b"\r\x00").replace(b"\n", b"\r\n")
+    return raw, data
+
+
+class Transfer:
+    """One RRQ: a go-back-N sender (window 1 is RFC 1350 lockstep) driven by callbacks.
+
+    Block numbers are kept absolute (0 is the OACK, 1 the first DATA) and wrapped to 16 bits
+    only on the wire, so files over 32 MiB at blksize 512 roll over to block 0 like tftp-hpa.
+    """
+
+    def __init__(
+        self,
+        host: TransferHost,
+        endpoint: DatagramEndpoint,
+        request: TransferRequest,
+        fd: int,
+        options: Negotiated,
+        retries: int,
+    ) -> None:
+        self.host = host
+        self.stats = host.stats
+        self.endpoint = endpoint
+        self.request = request
+        self.client = request.client
+        self.name = request.name
+        self.options = options
+        self.retries = retries
+        self._loop = asyncio.get_running_loop()
+        assert endpoint.transport is not None, "the transfer's socket is bound first"
+        self._sendto = endpoint.transport.sendto  # the per-block path: no checks
+        self._fd = fd
+        self._netascii = request.netascii
+        self._oack = oack_packet(options.acknowledged) if options.acknowledged else b""
+        self._base = 0 if self._oack else 1  # oldest block not yet acknowledged
+        self._next = self._base  # next block never sent
+        self._last: int | None = None  # final block number, once EOF was read
+        self._data = b""  # wire bytes from stream offset _data_offset on
+        self._data_offset = 0
+        self._file_offset = 0
+        self._reading = False
+        self._tries = 0
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._chunk = max(READ_CHUNK, options.blksize * options.windowsize)
+        self.done = False
+
+    @property
+    def awaiting_first_ack(self) -> bool:
+        """True until the client acknowledged the OACK or DATA 1 (a repeated RRQ is a dup)."""
+        return self._base == (0 if self._oack else 1)
+
+    # -- starting and finishing ------------------------------------------------------------
+
+    def start(self) -> None:
+        self.endpoint.handler = self.on_packet
+        self._refill()
+        self._pump()
+
+    def close(self) -> None:
+        """Release socket, timer and file; the fd waits for an in-flight read."""
+        if self.done:
+            return
+        self.done = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.endpoint.close()
+        if not self._reading:
+            os.close(self._fd)
+        self.host.finished(self)
+
+    def _finish(self) -> None:
+        seconds = time.monotonic() - self.request.started
+        size = self._data_offset + len(self._data)
+        blksize = self.options.blksize
+        rate = size / seconds / 1e6 if seconds > 0 else 0.0
+        self.stats["completed"] += 1
+        self.stats["bytes"] += size
+        log.info(
+            "tftp sent %s to %s:%s: %d bytes, blksize %d, window %d, %.3f s, %.1f MB/s",
+            self.name,
+            *self.client,
+            size,
+            blksize,
+            self.options.windowsize,
+            seconds,
+            rate,
+        )
+        self.host.record(
+            "tftp",
+            self.client,
+            file=self.name,
+            size=size,
+            blksize=blksize,
+            seconds=round(seconds, 3),
+        )
+        self.close()
+
+    def _fail(self, stat_key: str, reason: str, quiet: bool = False) -> None:
+        """End the transfer; quiet for the tsize probe PXE ROMs abort on purpose."""
+        self.stats[stat_key] += 1
+        level = logging.INFO if quiet else logging.WARNING
+        log.log(level, "tftp %s to %s:%s ended: %s", self.name, *self.client, reason)
+        if not quiet:
+            self.host.record("tftp-failed", self.client, file=self.name, reason=reason)
+        self.close()
+
+    # -- data ------------------------------------------------------------------------------
+
+    def _available(self, block: int) -> bool:
+        end = block * self.options.blksize
+        have = self._data_offset + len(self._data)
+        return end <= have or (self._last is not None and block <= self._last)
+
+    def _packet(self, block: int) -> bytes:
+        if block == 0:
+            return self._oack
+        blksize = self.options.blksize
+        start = (block - 1) * blksize - self._data_offset
+        return data_packet(block, self._data[start : start + blksize])
+
+    def _refill(self) -> None:
+        """Start a read when less than half a chunk is buffered past what was sent."""
+        if self._reading or self._last is not None or self.done:
+            return
+        sent_until = max(self._next - 1, 0) * self.options.blksize
+        if self._data_offset + len(self._data) - sent_until >= self._chunk // 2:
+            return
+        self._reading = True
+        future = self._loop.run_in_executor(
+            None, read_chunk, self._fd, self._file_offset, self._chunk, self._netascii
+        )
+        future.add_done_callback(self._on_read)
+
+    def _on_read(self, future: asyncio.Future[tuple[int, bytes]]) -> None:
+        self._reading = False
+        if self.done:
+            os.close(self._fd)
+            return
+        try:
+            raw, data = future.result()
+        except OSError as exc:
+            self._send(error_packet(ERR_NOT_FOUND))
+            self._fail("read_errors", f"read error: {exc}")
+            return
+        keep_from = max(self._base - 1, 0) * self.options.blksize - self._data_offset
+        self._data = self._data[keep_from:] + data
+        self._data_offset += keep_from
+        self._file_offset += raw
+        if raw < self._chunk:
+            total = self._data_offset + len(self._data)
+            self._last = total // self.options.blksize + 1
+        self._pump()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send(self, packet: bytes) -> None:
+        self._sendto(packet, self.client)
+
+    def _pump(self) -> None:
+        """Send new blocks up to the window's end, as far as data is buffered."""
+        if self.done:
+            return
+        limit = 1 if self._base == 0 else self._base + self.options.windowsize
+        if self._last is not None:
+            limit = min(limit, self._last + 1)
+        sent = False
+        while self._next < limit and self._available(self._next):
+            self._send(self._packet(self._next))
+            self._next += 1
+            sent = True
+        if sent:
+            self._arm()
+        self._refill()
+
+    def _arm(self) -> None:
+        """Push the retransmission deadline; one timer per transfer, re-armed lazily."""
+        self._deadline = self._loop.time() + self.options.timeout
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.done or self._next == self._base:
+            return
+        now = self._loop.time()
+        if now < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        self._tries += 1
+        if self._tries >= self.retries:
+            self._fail("timeouts", f"no ACK for block {self._base} after {self._tries} tries")
+            return
+        self.stats["retransmits"] += self._next - self._base
+        for block in range(self._base, self._next):
+            self._send(self._packet(block))
+        self._arm()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def on_packet(self, data: bytes, addr: Address) -> None:
+        if self.done:
+            return
+        if addr[:2] != self.client[:2]:
+            self.stats["wrong_tid"] += 1
+            log.debug("tftp: packet from unknown TID %s:%s during %s", *addr[:2], self.name)
+            if data[:2] != b"\x00\x05":  # never answer an ERROR with an ERROR
+                self.endpoint.send(error_packet(ERR_UNKNOWN_TID), addr)
+            return
+        if len(data) < 4:
+            self.stats["malformed"] += 1
+            return
+        opcode, number = HEAD.unpack_from(data)
+        if opcode == OP_ACK:
+            self._on_ack(number)
+        elif opcode == OP_ERROR:
+            message = data[4:].split(b"\x00", 1)[0].decode("ascii", "replace")
+            quiet = number == ERR_OPTIONS and self._base == 0
+            self._fail("aborted", f"client sent ERROR {number} {message!r}", quiet)
+        else:
+            self.stats["malformed"] += 1
+
+    def _on_ack(self, number: int) -> None:
+        # The one absolute block in [base-1, next-1] whose low 16 bits match.
+        acked = self._base - 1 + ((number - (self._base - 1)) & 0xFFFF)
+        if acked >= self._next:
+            self.stats["stray_acks"] += 1
+            return
+        if acked == self._base - 1:
+            # Duplicate ACK: answering it would start the sorcerer's apprentice cascade.
+            self.stats["duplicate_acks"] += 1
+            return
+        self._base = acked + 1
+        self._tries = 0
+        if self._last is not None and acked == self._last:
+            self._finish()
+            return
+        if self._next > self._base:
+            # RFC 7440: an ACK inside the window means the client lost the block after it.
+            self.stats["retransmits"] += self._next - self._base
+            self._next = self._base
+        self._pump()

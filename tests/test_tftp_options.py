@@ -144,6 +144,18 @@ def test_no_options_means_no_oack() -> None:
     assert result.acknowledged == {}
 
 
+def test_all_options_together_whatever_their_case() -> None:
+    asked = {"BLKSIZE": "1468", "TSize": "0", "Timeout": "3", "windowSize": "4", "x": "1"}
+    result = negotiate(asked, 74213, max_blksize=ETHERNET_MAX_BLKSIZE, timeout=2.0)
+    assert result.acknowledged == {
+        "blksize": "1468",
+        "tsize": "74213",
+        "timeout": "3",
+        "windowsize": "4",
+    }
+    assert (result.blksize, result.timeout, result.windowsize) == (1468, 3.0, 4)
+
+
 @pytest.mark.parametrize(
     ("configured", "effective"), [(1468, 1468), (10**6, MAX_BLKSIZE), (1, 8), (-5, 8)]
 )

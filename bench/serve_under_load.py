@@ -3,8 +3,9 @@
     sudo .venv/bin/python bench/serve_under_load.py [--size-mb 1024] [--parallel 16]
         [--duration 20] [--discovers 200] [--interval-ms 20] [--tftp-fetches 10]
 
-HTTP runs on its own thread and event loop, but the GIL is shared with the main loop that
-answers DHCP and TFTP. This runs the real `netboot serve` (proxy mode) in a server network
+HTTP can run on its own thread and event loop (sharing the GIL with the main loop that
+answers DHCP and TFTP) or on the main loop itself; --layouts measures both in one run. This
+runs the real `netboot serve` (proxy mode) in a server network
 namespace, with a big file published under ROOT/images/, and measures from a client
 namespace joined by a veth pair:
 
@@ -333,6 +334,21 @@ def _write_random(f, size: int) -> None:
         written += n
 
 
+@dataclass
+class LayoutResult:
+    """One `netboot serve` measured idle and under load."""
+
+    layout: str
+    idle_dhcp: DhcpResult
+    busy_dhcp: DhcpResult
+    idle_tftp: list[float]
+    busy_tftp: list[float]
+    http_idle_mbs: float = 0.0
+    http_busy_mbs: float = 0.0
+    main_cpu: float = 0.0  # share of one core
+    other_cpu: float = 0.0
+
+
 def run(args: argparse.Namespace, tmp: Path, cleanup: list) -> None:
     root = tmp / "root"
     big = root / BIG_FILE
@@ -349,16 +365,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list) -> None:
     veth(server_ns, "vsrv", client_ns, "vcli")
     server_ns.up("vsrv", f"{SERVER_IP}/24")
     client_ns.up("vcli", f"{CLIENT_IP}/24")
-    serve = ServeProcess(
-        server_ns, root, interface="vsrv", address=SERVER_IP, log_path=tmp / "serve.log"
-    )
-    cleanup.append(serve.stop)
     if args.no_sendfile:  # inherited by the serve process: aiohttp reads and writes chunks
         os.environ["AIOHTTP_NOSENDFILE"] = "1"
-    serve.start()
-    pid = serve.proc.pid
-    tftp_size = (root / TFTP_FILE).stat().st_size
-    url = f"{serve.base}/{BIG_FILE}"
     if args.load_from == "busybox":
         # control: the same bytes from a C server in the server namespace, outside netboot's
         # process; what DHCP/TFTP lose then is CPU contention, not netboot's GIL
@@ -367,19 +375,41 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list) -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         cleanup.append(lambda: (httpd.kill(), httpd.wait()))
-        url = f"http://{SERVER_IP}:8081/{BIG_FILE}"
         time.sleep(0.5)
+    layouts = [name for _ in range(args.rounds) for name in args.layouts.split(",")]
+    results = []
+    for i, layout in enumerate(layouts):
+        serve = ServeProcess(
+            server_ns, root, interface="vsrv", address=SERVER_IP, log_path=tmp / f"serve{i}.log"
+        )
+        cleanup.append(serve.stop)
+        results.append(measure(args, serve, client_ns, layout, size))
+        serve.stop()
+    if len(results) > 1:
+        summary(results)
+
+
+def measure(
+    args: argparse.Namespace, serve: ServeProcess, client_ns: Namespace, layout: str, size: int
+) -> LayoutResult:
+    """Start `netboot serve` with HTTP in `layout`, probe it idle and under load, stop."""
+    os.environ["NETBOOT_HTTP_LAYOUT"] = layout  # inherited by the serve process
+    serve.start()
+    pid = serve.proc.pid
+    tftp_size = (serve_root(serve) / TFTP_FILE).stat().st_size
+    url = f"{serve.base}/{BIG_FILE}"
+    if args.load_from == "busybox":
+        url = f"http://{SERVER_IP}:8081/{BIG_FILE}"
     print(
-        f"netboot serve pid {pid} in {server_ns.name} at {SERVER_IP}; client in "
-        f"{client_ns.name}; sendfile {'off' if args.no_sendfile else 'on'}; "
-        f"big file from {url}"
+        f"\n=== HTTP layout {layout!r}: netboot serve pid {pid} at {SERVER_IP}; sendfile "
+        f"{'off' if args.no_sendfile else 'on'}; big file from {url}"
     )
 
     # warm up: first packets pay for imports and caches
     dhcp_probe(client_ns, 5, 0.01)
     tftp_probe(client_ns, 2, args.tftp_blksize, tftp_size)
 
-    print("\nidle")
+    print("idle")
     idle_dhcp = dhcp_probe(client_ns, args.discovers, args.interval_ms / 1000)
     print_dhcp("idle", idle_dhcp, args.discovers)
     idle_tftp = tftp_probe(client_ns, args.tftp_fetches, args.tftp_blksize, tftp_size)
@@ -396,16 +426,18 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list) -> None:
     )
 
     limit = f", each limited to {args.limit_rate}B/s" if args.limit_rate else ""
-    print(f"\nunder load: {args.parallel} parallel curl downloads for {args.duration:.0f} s{limit}")
+    print(f"under load: {args.parallel} parallel curl downloads for {args.duration:.0f} s{limit}")
     load = Load(client_ns, url, args.parallel, args.duration, args.limit_rate)
-    cleanup.append(load.kill)
     cpu0 = cpu_seconds(pid)
     load.start()
-    time.sleep(args.warmup)
-    busy_dhcp = dhcp_probe(client_ns, args.discovers, args.interval_ms / 1000)
-    busy_tftp = tftp_probe(client_ns, args.tftp_fetches, args.tftp_blksize, tftp_size)
-    overlapped = load.running
-    load.wait()
+    try:
+        time.sleep(args.warmup)
+        busy_dhcp = dhcp_probe(client_ns, args.discovers, args.interval_ms / 1000)
+        busy_tftp = tftp_probe(client_ns, args.tftp_fetches, args.tftp_blksize, tftp_size)
+        overlapped = load.running
+        load.wait()
+    finally:
+        load.kill()
     cpu1 = cpu_seconds(pid)
     print_dhcp("loaded", busy_dhcp, args.discovers)
     print_tftp("loaded", busy_tftp, tftp_size)
@@ -420,13 +452,44 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list) -> None:
         print(f"  WARNING: {load.failed} downloads failed, last: {load.error}")
     main_cpu, other_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     print(
-        f"  server CPU during the load: main thread (DHCP/TFTP loop) "
-        f"{main_cpu / load.seconds * 100:.0f}%, other threads (HTTP) "
-        f"{other_cpu / load.seconds * 100:.0f}% of one core"
+        f"  server CPU during the load: main thread (DHCP/TFTP loop"
+        f"{', HTTP too' if layout == 'loop' else ''}) {main_cpu / load.seconds * 100:.0f}%, "
+        f"other threads {other_cpu / load.seconds * 100:.0f}% of one core"
     )
     stats = serve.api("/api/stats")
     print(f"  server stats: dhcp {stats.get('dhcp')}, tftp transfers "
           f"{stats.get('tftp', {}).get('completed')}")  # fmt: skip
+    return LayoutResult(
+        layout, idle_dhcp, busy_dhcp, idle_tftp, busy_tftp,
+        got / seconds / 1e6, load.bytes / load.seconds / 1e6,
+        main_cpu / load.seconds, other_cpu / load.seconds,
+    )  # fmt: skip
+
+
+def serve_root(serve: ServeProcess) -> Path:
+    return Path(serve.args[serve.args.index("--root") + 1])
+
+
+def summary(results: list[LayoutResult]) -> None:
+    """One line per run, in run order, so layouts measured alternately can be compared."""
+    print("\nsummary (ms; DHCP n = --discovers, TFTP n = --tftp-fetches; CPU % of one core)")
+    print(
+        "layout  | DHCP idle med/p95/max | DHCP load med/p95/p99/max | TFTP idle med/max "
+        "| TFTP load med/max | HTTP load MB/s | CPU main/other | lost"
+    )
+    for r in results:
+        i, b = r.idle_dhcp.rtts, r.busy_dhcp.rtts
+        if not i or not b:
+            print(f"{r.layout:<7} | no OFFERs")
+            continue
+        print(
+            f"{r.layout:<7} | {ms(statistics.median(i))}/{ms(pct(i, 0.95))}/{ms(max(i))} | "
+            f"{ms(statistics.median(b))}/{ms(pct(b, 0.95))}/{ms(pct(b, 0.99))}/{ms(max(b))} | "
+            f"{ms(statistics.median(r.idle_tftp))}/{ms(max(r.idle_tftp))} | "
+            f"{ms(statistics.median(r.busy_tftp))}/{ms(max(r.busy_tftp))} | "
+            f"{r.http_busy_mbs:.0f} | {r.main_cpu * 100:.0f}/{r.other_cpu * 100:.0f} | "
+            f"{r.idle_dhcp.lost + r.busy_dhcp.lost}"
+        )
 
 
 def main() -> int:
@@ -449,6 +512,14 @@ def main() -> int:
     parser.add_argument("--load-from", choices=("netboot", "busybox"), default="netboot",
                         help="who serves the big file: netboot's HTTP, or (control) busybox "
                         "httpd in the same namespace")  # fmt: skip
+    parser.add_argument("--layouts", default="thread,loop",
+                        help="HTTP layouts to measure one after the other in this run: "
+                        "'thread' (aiohttp on its own thread and loop) and/or 'loop' "
+                        "(aiohttp on the main loop with DHCP and TFTP); sets "
+                        "NETBOOT_HTTP_LAYOUT")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the --layouts sequence this many times (alternating "
+                        "layouts evens out drift in the shared machine's load)")  # fmt: skip
     parser.add_argument("--limit-rate", default="", metavar="RATE",
                         help="curl --limit-rate per download, e.g. 7500K: 16 of them fill a "
                         "1 Gb/s link (default: unlimited, as fast as the veth goes)")  # fmt: skip
@@ -457,6 +528,10 @@ def main() -> int:
         parser.error("needs root (network namespaces, ports 67/69/80)")
     if not 1 <= args.parallel <= 64 or not 1 <= args.duration <= 300:
         parser.error("--parallel 1..64 and --duration 1..300 keep this bench bounded")
+    if not 1 <= args.rounds <= 5:
+        parser.error("--rounds 1..5 keeps this bench bounded")
+    if not set(args.layouts.split(",")) <= {"thread", "loop"}:
+        parser.error("--layouts: a comma-separated list of 'thread' and 'loop'")
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

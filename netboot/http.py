@@ -1,8 +1,12 @@
 """HTTP: the iPXE boot script, client settings, client records and the served files.
 
-Runs on its own thread with its own event loop (`HttpServerThread`), so a burst of large
-image downloads never delays a DHCP or TFTP answer on the main loop. Scripts are rendered
-in memory; files go out through aiohttp's FileResponse (sendfile, Range, ETag, HEAD).
+Scripts are rendered in memory; files go out through aiohttp's FileResponse (sendfile,
+Range, ETag, HEAD). `HttpServer` serves the app on the running loop; `HttpServerThread`
+serves it from a thread and loop of its own, which is what `netboot serve` does: measured
+with 16 parallel downloads, aiohttp on the main loop let DHCP answers wait hundreds of
+milliseconds (docs/performance.md). The HTTP loop touches nothing the main loop owns
+without a guard: client records are locked, and stats are copied on the main loop
+(`on_loop`).
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ import errno
 import logging
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -24,6 +28,7 @@ from netboot.paths import UnsafePath, confine
 from netboot.records import ClientRecords, normalize_mac
 
 log = logging.getLogger("netboot.http")
+T = TypeVar("T")
 
 SCRIPT_TYPE = "text/plain; charset=utf-8"
 # a requested file's name -> the boot step it is, for the client record
@@ -58,6 +63,10 @@ def shell_fragment(settings: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def _no_stats() -> dict[str, Any]:
+    return {}
+
+
 class NetbootApp:
     """The aiohttp handlers; `base_url` is what clients are told to fetch from."""
 
@@ -68,13 +77,13 @@ class NetbootApp:
         *,
         server_ip: str,
         base_url: Callable[[], str],
-        stats: Callable[[], dict[str, Any]] | None = None,
+        stats: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.config = config
         self.records = records
         self.server_ip = server_ip
         self.base_url = base_url
-        self.stats = stats or dict
+        self.stats = stats or _no_stats
 
     def build(self) -> web.Application:
         app = web.Application()
@@ -140,15 +149,15 @@ class NetbootApp:
 
     async def api_client(self, request: web.Request) -> web.Response:
         try:
-            record = self.records.get(request.match_info["mac"])
+            record = self.records.as_dict(request.match_info["mac"])
         except ValueError:
             raise web.HTTPBadRequest(text="bad MAC address\n") from None
         if record is None:
             raise web.HTTPNotFound(text="no record of that client\n")
-        return web.json_response(record.as_dict())
+        return web.json_response(record)
 
     async def api_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats())
+        return web.json_response(await self.stats())
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -185,50 +194,25 @@ class NetbootApp:
         return web.FileResponse(path, chunk_size=256 * 1024)
 
 
-class HttpServerThread:
-    """An aiohttp server on its own thread and event loop."""
+class HttpServer:
+    """The aiohttp app served on the running loop: bind the first free port of a list.
+
+    Only public aiohttp API: the bound port comes from `AppRunner.addresses` (port 0 picks
+    a free one, which tests use)."""
 
     def __init__(self, app_factory: Callable[[], web.Application]) -> None:
         self.app_factory = app_factory
         self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self, host: str, ports: list[int]) -> int:
+    async def start(self, host: str, ports: list[int]) -> int:
         """Bind the first free port of `ports`; return it. Raises OSError if none is free."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._start(host, ports))
-            except BaseException as exc:  # reported to the starting thread
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._stop())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="netboot-http", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
-        return self.port
-
-    async def _start(self, host: str, ports: list[int]) -> None:
-        self._runner = web.AppRunner(self.app_factory(), access_log=None, handle_signals=False)
-        await self._runner.setup()
+        runner = web.AppRunner(self.app_factory(), access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runner = runner
         last: OSError | None = None
         for port in ports:
-            site = web.TCPSite(self._runner, host, port, reuse_address=True)
+            site = web.TCPSite(runner, host, port, reuse_address=True)
             try:
                 await site.start()
             except OSError as exc:
@@ -236,18 +220,81 @@ class HttpServerThread:
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                     log.warning("HTTP port %d unavailable (%s)", port, exc.strerror)
                     continue
+                await self.close()
                 raise
-            sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-            self.port = sockets[0].getsockname()[1] if sockets else port
-            return
-        await self._runner.cleanup()
+            addresses = runner.addresses
+            self.port = int(addresses[-1][1]) if addresses else port
+            return self.port
+        await self.close()
         raise last or OSError("no HTTP port to try")
 
-    async def _stop(self) -> None:
+    async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
 
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
+
+class HttpServerThread:
+    """The same server on a thread and event loop of its own (see `server.http_layout`).
+
+    Start and stop are awaited from the main loop; everything aiohttp does happens on the
+    HTTP loop. Handlers that need state the main loop owns get it through `on_loop`."""
+
+    def __init__(self, app_factory: Callable[[], web.Application]) -> None:
+        self._server = HttpServer(app_factory)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    async def start(self, host: str, ports: list[int]) -> int:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="netboot-http", daemon=True)
+        self._thread.start()
+        try:
+            starting = asyncio.run_coroutine_threadsafe(self._server.start(host, ports), loop)
+            return await asyncio.wrap_future(starting)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._loop = self._thread = None
+        if thread.is_alive():
+            closing = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(closing), timeout=10)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                await asyncio.to_thread(thread.join, 10)
+        if not thread.is_alive():
+            loop.close()
+
+    async def _shutdown(self) -> None:
+        """On the HTTP loop: close the server, then the executor its file checks used."""
+        await self._server.close()
+        await asyncio.get_running_loop().shutdown_default_executor()
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, read: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    """`read` as a coroutine function that runs it on `loop`, whichever loop awaits it.
+
+    The main loop's Counters and dicts are changed by its callbacks without locks; a reader
+    on another thread could see one mid-change ("dictionary changed size during
+    iteration"). Running the read on the owning loop makes the copy atomic."""
+
+    async def run_there() -> T:
+        return read()
+
+    async def call() -> T:
+        if asyncio.get_running_loop() is loop:
+            return read()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run_there(), loop))
+
+    return call

@@ -3,7 +3,9 @@
 DHCP knows a client by MAC; TFTP and HTTP only see an IP address. The store learns
 IP -> MAC from DHCP (requested address, ciaddr, leases) and from iPXE's `?mac=` query
 parameters, and falls back to the kernel's neighbour table, so every step is tied to the
-machine that took it. HTTP runs on its own thread, so access is locked.
+machine that took it. Access is locked, so a reader on another thread (the HTTP thread,
+when HTTP has one) gets a consistent copy: `as_dict` and `snapshot` copy under the lock;
+`get` returns the live record, for code on the writers' own thread.
 """
 
 from __future__ import annotations
@@ -144,6 +146,12 @@ class ClientRecords:
     def get(self, mac: str) -> ClientRecord | None:
         with self._lock:
             return self._clients.get(normalize_mac(mac))
+
+    def as_dict(self, mac: str) -> dict[str, Any] | None:
+        """A copy of one record, taken under the lock (the record itself keeps changing)."""
+        with self._lock:
+            record = self._clients.get(normalize_mac(mac))
+            return record.as_dict() if record is not None else None
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:

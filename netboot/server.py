@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 from collections import Counter
@@ -19,13 +20,15 @@ from netboot import layout
 from netboot.config import Config
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.errors import UserError
-from netboot.http import HttpServerThread, NetbootApp
+from netboot.http import HttpServer, HttpServerThread, NetbootApp, on_loop
 from netboot.netinfo import InterfaceInfo
 from netboot.policy import BootPolicy
 from netboot.records import ClientRecords
 
 log = logging.getLogger("netboot.server")
 
+HTTP_LAYOUT_ENV = "NETBOOT_HTTP_LAYOUT"
+DEFAULT_HTTP_LAYOUT = "thread"
 IPXE_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe.pxe", "undionly.kkpxe")
 
 
@@ -35,6 +38,14 @@ def interface_mtu(name: str) -> int:
         return int(Path(f"/sys/class/net/{name}/mtu").read_text())
     except (OSError, ValueError):
         return 1500
+
+
+def http_layout() -> str:
+    """Where aiohttp runs: "loop" (the main loop, with DHCP and TFTP) or "thread" (a loop
+    of its own). Measured in docs/performance.md; `NETBOOT_HTTP_LAYOUT` is there so the
+    bench can run both layouts side by side, not a setting for users."""
+    value = os.environ.get(HTTP_LAYOUT_ENV, DEFAULT_HTTP_LAYOUT)
+    return value if value in ("loop", "thread") else DEFAULT_HTTP_LAYOUT
 
 
 class StartupError(UserError):
@@ -91,33 +102,38 @@ class NetbootServer:
         self.interface = interface
         self.server_ip = server_ip
         self.records = ClientRecords()
-        self.http: HttpServerThread | None = None
+        self.http: HttpServer | HttpServerThread | None = None
         self.policy: BootPolicy | None = None
         self.services: dict[str, Service] = {}
 
     def stats(self) -> dict[str, Any]:
+        """A copy of every service's counters; call it on the main loop, which owns them."""
         return {name: dict(service.stats) for name, service in self.services.items()}
 
-    def _start_http(self) -> int:
+    async def _start_http(self) -> int:
         server = self.config.server
         app = NetbootApp(
             self.config,
             self.records,
             server_ip=self.server_ip,
             base_url=lambda: self.policy.http_base if self.policy else "",
-            stats=self.stats,
+            stats=on_loop(asyncio.get_running_loop(), self.stats),
         )
         ports = [server.http_port]
         if server.http_port != 0 and server.http_fallback_port not in ports:
             ports.append(server.http_fallback_port)
-        self.http = HttpServerThread(app.build)
+        layout_name = http_layout()
+        kind = HttpServerThread if layout_name == "thread" else HttpServer
+        self.http = kind(app.build)
         try:
-            port = self.http.start("0.0.0.0", ports)
+            port = await self.http.start("0.0.0.0", ports)
         except OSError as exc:
+            self.http = None
             tried = ", ".join(str(p) for p in ports)
             raise StartupError(
                 f"cannot listen on HTTP port {tried}: {exc.strerror or exc}"
             ) from None
+        log.debug("HTTP on port %d, layout %s", port, layout_name)
         if port != server.http_port and server.http_port != 0:
             log.warning(
                 "HTTP port %d is taken: serving HTTP on port %d instead", server.http_port, port
@@ -133,7 +149,7 @@ class NetbootServer:
                 self.config.tftp_root / layout.IPXE_DIR,
                 ", ".join(copied),
             )
-        http_port = self._start_http()
+        http_port = await self._start_http()
         self.policy = BootPolicy(self.config, self.server_ip, http_port)
         try:
             if server.tftp_port:
@@ -233,7 +249,7 @@ class NetbootServer:
                 log.exception("error while closing a service")
         self.services.clear()
         if self.http is not None:
-            await asyncio.to_thread(self.http.stop)
+            await self.http.close()
             self.http = None
 
 

@@ -1,0 +1,78 @@
+"""HTTP's two layouts (own thread, or the main loop): binding, port fallback, and state the
+main loop owns read on the main loop. Loopback only, no root."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netboot import config as config_mod
+from netboot.http import HttpServer, HttpServerThread, NetbootApp, on_loop
+from netboot.records import ClientRecords
+
+LAYOUTS = {"thread": HttpServerThread, "loop": HttpServer}
+
+
+def get_json(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.load(response)
+
+
+def make_app(tmp_path: Path, stats: Any) -> NetbootApp:
+    config = config_mod.parse({"server": {"root": str(tmp_path)}}, "test")
+    return NetbootApp(
+        config, ClientRecords(), server_ip="127.0.0.1", base_url=lambda: "", stats=stats
+    )
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+async def test_stats_are_read_on_the_loop_that_owns_them(tmp_path: Path, layout: str) -> None:
+    readers: list[threading.Thread] = []
+
+    def stats() -> dict[str, Any]:
+        readers.append(threading.current_thread())
+        return {"dhcp": {"offers": 3}}
+
+    app = make_app(tmp_path, on_loop(asyncio.get_running_loop(), stats))
+    http = LAYOUTS[layout](app.build)
+    port = await http.start("127.0.0.1", [0])
+    try:
+        assert port != 0 and http.port == port
+        assert await asyncio.to_thread(get_json, port, "/api/stats") == {"dhcp": {"offers": 3}}
+    finally:
+        await http.close()
+    assert readers == [threading.current_thread()]
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+async def test_a_taken_port_falls_back_to_the_next(tmp_path: Path, layout: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        http = LAYOUTS[layout](make_app(tmp_path, None).build)
+        port = await http.start("127.0.0.1", [busy, 0])
+        try:
+            assert port not in (0, busy)
+            assert await asyncio.to_thread(get_json, port, "/api/clients") == []
+        finally:
+            await http.close()
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+async def test_no_free_port_raises_and_leaves_nothing_running(tmp_path: Path, layout: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http = LAYOUTS[layout](make_app(tmp_path, None).build)
+        with pytest.raises(OSError):
+            await http.start("127.0.0.1", [taken.getsockname()[1]])
+    await http.close()
+    assert not [t for t in threading.enumerate() if t.name == "netboot-http"]

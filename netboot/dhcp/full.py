@@ -7,8 +7,8 @@ through `endpoint.py` (glance, decode, counters), the address comes from `alloca
 
 Deciding may wait (an ARP probe before a new address is offered; the lease write before an
 ACK leaves), so each decoded request becomes a task; requests of one client are handled in
-order, and an address is taken in memory *before* any wait, so two clients never get the
-same one.
+order (`ordering.py`), and an address is taken in memory *before* any wait, so two clients
+never get the same one.
 
 PXE clients get their lease and the same boot answer as in proxy mode; port 4011 is served
 by a ProxyDhcpServer for firmware that asks there anyway.
@@ -29,6 +29,7 @@ from netboot.dhcp import allocator, replies
 from netboot.dhcp.allocator import Client, address_or_none
 from netboot.dhcp.endpoint import DhcpEndpoint, Reply, open_dhcp_endpoint
 from netboot.dhcp.leases import LeaseFileError, LeaseStore, client_key
+from netboot.dhcp.ordering import ClientLocks
 from netboot.dhcp.packet import (
     ACK,
     DECLINE,
@@ -62,14 +63,6 @@ class FullDhcpError(UserError):
     """Full DHCP cannot start (lease file unreadable, probe socket refused); one line."""
 
 
-class _ClientLock:
-    """Serialises the requests of one client; dropped when nobody uses it."""
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-
 def _wanted(seen: Glance) -> bool:
     return seen.msg_type in HANDLED
 
@@ -101,7 +94,7 @@ class FullDhcpServer:
         self._endpoint: DhcpEndpoint | None = None
         self._proxy: ProxyDhcpServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._client_locks: dict[str, _ClientLock] = {}
+        self._client_locks = ClientLocks()
         self._exhausted_logged: dict[str, float] = {}
 
     # --- life cycle -------------------------------------------------------------------
@@ -210,10 +203,8 @@ class FullDhcpServer:
 
     async def _handle(self, request: DhcpRequest) -> None:
         key = client_key(request.client_id, request.mac)
-        entry = self._client_locks.setdefault(key, _ClientLock())
-        entry.users += 1
         try:
-            async with entry.lock:
+            async with self._client_locks.hold(key):
                 reply = await self._answer(request, key)
             if reply is not None and self._endpoint is not None:
                 self._endpoint.send(*reply)
@@ -222,10 +213,6 @@ class FullDhcpServer:
             log.exception(
                 "error answering %s from %s", MESSAGE_NAMES.get(request.msg_type), request.mac
             )
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._client_locks[key]
 
     async def _answer(self, request: DhcpRequest, key: str) -> Reply | None:
         if not self._relay_ok(request):

@@ -3,11 +3,11 @@
     sudo .venv/bin/python bench/serve_under_load.py [--size-mb 1024] [--parallel 16]
         [--duration 20] [--discovers 200] [--interval-ms 20] [--tftp-fetches 10]
 
-HTTP can run on its own thread and event loop (sharing the GIL with the main loop that
-answers DHCP and TFTP) or on the main loop itself; --layouts measures both in one run. This
-runs the real `netboot serve` (proxy mode) in a server network
-namespace, with a big file published under ROOT/images/, and measures from a client
-namespace joined by a veth pair:
+HTTP runs on its own thread and event loop (sharing the GIL with the main loop that
+answers DHCP and TFTP); `--layouts thread,loop [--rounds N]` also measures it on the main
+loop, alternately in the same run. This runs the real `netboot serve` (proxy mode) in a
+server network namespace, with a big file published under ROOT/images/, and measures from
+a client namespace joined by a veth pair:
 
   idle       - proxyDHCP DISCOVER -> OFFER round trip (--discovers, --interval-ms apart),
                TFTP fetches of ipxe/undionly.kpxe (a small Python TFTP client, blksize
@@ -512,7 +512,7 @@ def main() -> int:
     parser.add_argument("--load-from", choices=("netboot", "busybox"), default="netboot",
                         help="who serves the big file: netboot's HTTP, or (control) busybox "
                         "httpd in the same namespace")  # fmt: skip
-    parser.add_argument("--layouts", default="thread,loop",
+    parser.add_argument("--layouts", default="thread",
                         help="HTTP layouts to measure one after the other in this run: "
                         "'thread' (aiohttp on its own thread and loop) and/or 'loop' "
                         "(aiohttp on the main loop with DHCP and TFTP); sets "

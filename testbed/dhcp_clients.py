@@ -73,7 +73,8 @@ async def start_udhcpc(
     tmp_path: Path, client: Client, out: Path, *args: str, configure: bool = False
 ) -> asyncio.subprocess.Process:
     """busybox udhcpc in the foreground on the client's interface, events to `out`."""
-    script = write_script(tmp_path, "udhcpc.sh", UDHCPC_SCRIPT)
+    # one script per client: rewriting a shared one while another udhcpc execs it is ETXTBSY
+    script = write_script(tmp_path, f"{out.stem}.sh", UDHCPC_SCRIPT)
     env = dict(os.environ, NB_OUT=str(out), NB_CONFIGURE="1" if configure else "")
     return await asyncio.create_subprocess_exec(
         *client.ns.exec("busybox", "udhcpc", "-i", client.interface, "-f", "-s", str(script)),

@@ -22,12 +22,13 @@ from pathlib import Path
 
 from scapy.layers.dhcp import BOOTP, DHCP
 
+from netboot.boot import BootPolicy
 from netboot.config import apply_overrides, defaults
+from netboot.dhcp.facts import facts_from_request
 from netboot.dhcp.packet import OFFER, build_reply, parse
 from netboot.dhcp.prefilter import glance
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.dhcp.pxe import pxe_options
-from netboot.policy import BootPolicy
 from netboot.records import ClientRecords
 
 SERVER_IP = "192.0.2.1"
@@ -100,7 +101,7 @@ def measure(
     seen = glance(data)
     assert seen is not None and seen.msg_type == 1
     request = parse(data)
-    answer = server.policy.pxe_answer(request)
+    answer = server.policy.pxe_answer(facts_from_request(request))
     reply = server.handle(data, ("0.0.0.0", 68), False)
     if seen.is_pxe:
         assert reply is not None

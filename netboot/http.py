@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from netboot import bootmenu, ipxe_script, layout
+from netboot import layout
+from netboot.boot import BootPolicy, ipxe
+from netboot.boot.facts import facts_from_query
 from netboot.config import Config
 from netboot.paths import UnsafePath, confine
 from netboot.records import ClientRecords, normalize_mac
@@ -68,21 +70,20 @@ async def _no_stats() -> dict[str, Any]:
 
 
 class NetbootApp:
-    """The aiohttp handlers; `base_url` is what clients are told to fetch from."""
+    """The aiohttp handlers; `policy` answers what a client boots (None until the server
+    knows its HTTP port)."""
 
     def __init__(
         self,
         config: Config,
         records: ClientRecords,
         *,
-        server_ip: str,
-        base_url: Callable[[], str],
+        policy: Callable[[], BootPolicy | None],
         stats: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.config = config
         self.records = records
-        self.server_ip = server_ip
-        self.base_url = base_url
+        self.policy = policy
         self.stats = stats or _no_stats
 
     def build(self) -> web.Application:
@@ -98,47 +99,44 @@ class NetbootApp:
 
     # --- scripts -----------------------------------------------------------------------------
 
+    def _policy(self) -> BootPolicy:
+        policy = self.policy()
+        if policy is None:
+            raise web.HTTPServiceUnavailable(text="starting\n")
+        return policy
+
     async def boot_script(self, request: web.Request) -> web.Response:
-        base = self.base_url()
+        policy = self._policy()
         query = request.query
         ip = request.remote or ""
         if not query.get("mac"):
             return web.Response(
-                text=ipxe_script.chain_script(f"{base}/boot.ipxe"), content_type="text/plain"
+                text=ipxe.chain_script(policy.script_url), content_type="text/plain"
             )
         try:
-            mac = normalize_mac(query["mac"])
+            client = facts_from_query(query)
         except ValueError:
             raise web.HTTPBadRequest(text="bad mac parameter\n") from None
-        self.records.learn(mac, ip)
+        self.records.learn(client.mac, ip)
         # listing the served root is file I/O: keep it off this loop's thread
-        entries = await asyncio.to_thread(self._entries, base)
-        client = ipxe_script.ClientQuery(mac, query.get("platform", ""), query.get("buildarch", ""))
-        script = ipxe_script.client_script(
-            self.config, entries, client, base=base, server=self.server_ip
-        )
+        menu = await asyncio.to_thread(policy.menu, client)
+        script = ipxe.menu_script(menu, self.config.ipxe.script)
         self.records.event(
-            mac,
+            client.mac,
             "script",
             ip=ip,
             platform=client.platform,
             buildarch=client.buildarch,
-            images=len(entries),
+            images=len(menu.entries),
         )
         return web.Response(text=script, content_type="text/plain")
-
-    def _entries(self, base: str) -> list[bootmenu.BootEntry]:
-        entries = bootmenu.netboot_entries(self.config, base)
-        if self.config.server.ltsp_compat:
-            entries += bootmenu.ltsp_entries(self.config, self.server_ip)
-        return entries
 
     async def client_settings(self, request: web.Request) -> web.Response:
         try:
             mac = normalize_mac(request.match_info["mac"])
         except ValueError:
             raise web.HTTPBadRequest(text="bad MAC address\n") from None
-        settings = self.config.client_settings(mac)
+        settings = self._policy().client_settings(mac)
         self.records.event(mac, "settings", ip=request.remote)
         return web.Response(text=shell_fragment(settings), content_type="text/plain")
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from netboot import layout
+from netboot.boot import BootPolicy
 from netboot.config import Config
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.errors import UserError
 from netboot.http import HttpServer, HttpServerThread, NetbootApp, on_loop
 from netboot.netinfo import InterfaceInfo
-from netboot.policy import BootPolicy
 from netboot.records import ClientRecords
 
 log = logging.getLogger("netboot.server")
@@ -115,8 +115,8 @@ class NetbootServer:
         app = NetbootApp(
             self.config,
             self.records,
-            server_ip=self.server_ip,
-            base_url=lambda: self.policy.http_base if self.policy else "",
+            # set once when the port is known, never changed: safe to read from HTTP's thread
+            policy=lambda: self.policy,
             stats=on_loop(asyncio.get_running_loop(), self.stats),
         )
         ports = [server.http_port]

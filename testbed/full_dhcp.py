@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from netboot import config as config_mod
+from netboot.boot import BootPolicy
 from netboot.dhcp.full import FullDhcpServer
-from netboot.policy import BootPolicy
 from netboot.records import ClientRecords
 from testbed.bridge_lan import BRIDGE, NETWORK, SERVER_IP, BridgeLan
 

@@ -15,11 +15,12 @@ import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
 from netboot import config as config_mod
+from netboot.boot import BootPolicy, PxeAnswer
 from netboot.dhcp import packet, pxe
+from netboot.dhcp.facts import facts_from_request
 from netboot.dhcp.packet import ACK, DISCOVER, OFFER, REQUEST, MalformedPacket
 from netboot.dhcp.prefilter import Glance, glance
 from netboot.dhcp.proxy import ProxyDhcpServer
-from netboot.policy import BootPolicy, PxeAnswer
 from netboot.records import ClientRecords
 from testbed.packets import DHCP_SERVER, LEASED_IP, MAC, SMBIOS_UUID, load
 
@@ -189,7 +190,7 @@ def test_offer_decodes_in_scapy(
 ) -> None:
     """The offer built for a real request carries what that firmware needs to boot."""
     request = packet.parse(load(file))
-    answer = policy.pxe_answer(request)
+    answer = policy.pxe_answer(facts_from_request(request))
     assert isinstance(answer, PxeAnswer)
     assert answer.boot_file == boot_file
     data = packet.build_reply(

@@ -6,11 +6,11 @@ from ipaddress import IPv4Address, IPv4Network
 
 from scapy.layers.dhcp import BOOTP, DHCP
 
+from netboot.boot import NoAnswer, PxeAnswer
 from netboot.dhcp import packet
 from netboot.dhcp.packet import ACK, NAK, OFFER, DhcpRequest, parse_reply
 from netboot.dhcp.pool import Reservation
 from netboot.dhcp.replies import Settings, boot_detail, config_options, lease_reply, nak
-from netboot.policy import NoAnswer, PxeAnswer
 
 MAC = "52:54:00:12:34:56"
 SERVER = "10.0.0.1"

@@ -27,9 +27,7 @@ def get_json(port: int, path: str) -> Any:
 
 def make_app(tmp_path: Path, stats: Any) -> NetbootApp:
     config = config_mod.parse({"server": {"root": str(tmp_path)}}, "test")
-    return NetbootApp(
-        config, ClientRecords(), server_ip="127.0.0.1", base_url=lambda: "", stats=stats
-    )
+    return NetbootApp(config, ClientRecords(), policy=lambda: None, stats=stats)
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))

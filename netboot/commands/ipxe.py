@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from netboot import bootmenu, ipxe_script
+from netboot.boot import BootPolicy, ClientFacts, ipxe
 from netboot.config import load_for_command
 from netboot.errors import UserError
 from netboot.records import normalize_mac
@@ -27,11 +27,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     address = args.address or config.server.address or "SERVER"
-    port = "" if args.http_port == 80 else f":{args.http_port}"
-    base = f"http://{address}{port}"
-    entries = bootmenu.netboot_entries(config, base)
-    if config.server.ltsp_compat:
-        entries += bootmenu.ltsp_entries(config, address)
-    client = ipxe_script.ClientQuery(mac, args.platform, "x86_64")
-    print(ipxe_script.client_script(config, entries, client, base=base, server=address), end="")
+    policy = BootPolicy(config, address, args.http_port)
+    client = ClientFacts(mac, ipxe=True, platform=args.platform, buildarch="x86_64")
+    print(ipxe.menu_script(policy.menu(client), config.ipxe.script), end="")
     return 0

@@ -23,11 +23,13 @@ from collections import Counter
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
+from netboot.boot import BootPolicy
 from netboot.config import Config
 from netboot.datagram import Address
 from netboot.dhcp import allocator, replies
 from netboot.dhcp.allocator import Client, address_or_none
 from netboot.dhcp.endpoint import DhcpEndpoint, Reply, open_dhcp_endpoint
+from netboot.dhcp.facts import facts_from_request
 from netboot.dhcp.leases import LeaseFileError, LeaseStore, client_key
 from netboot.dhcp.ordering import ClientLocks
 from netboot.dhcp.packet import (
@@ -47,7 +49,6 @@ from netboot.dhcp.probe import ArpProber
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.dhcp.sockets import SERVER_PORT
 from netboot.errors import UserError
-from netboot.policy import BootPolicy
 from netboot.records import ClientRecords
 
 log = logging.getLogger("netboot.dhcp.full")
@@ -428,7 +429,7 @@ class FullDhcpServer:
         """OFFER/ACK with the lease options and the boot answer; noted in the record."""
         settings = self.settings
         options = replies.config_options(settings, self.pool.reservation(request.mac), lease=lease)
-        answer = self.policy.pxe_answer(request) if request.is_pxe else None
+        answer = self.policy.pxe_answer(facts_from_request(request)) if request.is_pxe else None
         reply = replies.lease_reply(settings, request, msg_type, address, options, answer)
         ip = address if lease else request.ciaddr
         self.records.event(request.mac, event, ip=ip, state=state, **replies.boot_detail(answer))

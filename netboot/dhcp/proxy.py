@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from netboot.boot import BootPolicy, NoAnswer
 from netboot.datagram import Address
 from netboot.dhcp import packet
 from netboot.dhcp.endpoint import DhcpEndpoint, Reply, decode, open_dhcp_endpoint
+from netboot.dhcp.facts import facts_from_request
 from netboot.dhcp.packet import ACK, DISCOVER, INFORM, OFFER, REQUEST, DhcpRequest
 from netboot.dhcp.prefilter import Glance
 from netboot.dhcp.pxe import pxe_options
 from netboot.dhcp.sockets import reply_address
-from netboot.policy import BootPolicy, NoAnswer
 from netboot.records import ClientRecords
 
 log = logging.getLogger("netboot.dhcp.proxy")
@@ -96,7 +97,7 @@ class ProxyDhcpServer:
         if on_4011 and request.msg_type == DISCOVER:
             self.stats["ignored"] += 1
             return None
-        answer = self.policy.pxe_answer(request)
+        answer = self.policy.pxe_answer(facts_from_request(request))
         if isinstance(answer, NoAnswer):
             self.stats["no_answer"] += 1
             self.records.event(mac, "dhcp-no-answer", arch=request.arch, reason=answer.reason)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from netboot.boot.pxe import PxeAnswer
 from netboot.dhcp.packet import DhcpRequest
-from netboot.policy import PxeAnswer
 
 # Option 43, PXE vendor options: sub-option 6 (PXE_DISCOVERY_CONTROL) = 8 tells a PXE ROM to
 # download the boot file named in this offer at once: no boot-server discovery, no menu.

@@ -12,13 +12,13 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from typing import Any
 
+from netboot.boot import NoAnswer, PxeAnswer
 from netboot.dhcp import packet
 from netboot.dhcp.endpoint import Reply
 from netboot.dhcp.packet import ACK, BROADCAST_FLAG, NAK, DhcpRequest
 from netboot.dhcp.pool import Reservation
 from netboot.dhcp.pxe import pxe_options
 from netboot.dhcp.sockets import CLIENT_PORT, LIMITED_BROADCAST, SERVER_PORT, reply_address
-from netboot.policy import NoAnswer, PxeAnswer
 
 Options = list[tuple[str | int, Any]]
 NAK_MESSAGE_MAX = 200  # option 56 is at most 255 bytes; keep well inside one packet

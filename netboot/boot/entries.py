@@ -1,41 +1,22 @@
-"""The boot entries a client can choose: the served root's images (and an LTSP tree).
+"""The boot entries a client can choose: the served root's images, and an LTSP tree.
 
-Read from disk on every request (a directory listing and a few small files), so an image
+Read from disk on every call (a directory listing and a few small files), so an image
 published by `netboot image` shows up without a restart.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from netboot import layout
-from netboot.config import Config
-
-SAFE_TARGET = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-@dataclass(frozen=True)
-class BootEntry:
-    """One menu item: a kernel, its initrds (name, URL path) and the kernel command line."""
-
-    name: str
-    label: str
-    kernel: str
-    initrds: tuple[tuple[str, str], ...]
-    cmdline: str
-    version: str = ""
-
-    @property
-    def target(self) -> str:
-        return "img-" + SAFE_TARGET.sub("_", self.name)
+from netboot.boot.cmdline import Value, netboot_cmdline
+from netboot.boot.menu import BootEntry
 
 
-def netboot_entries(config: Config, base: str) -> list[BootEntry]:
-    """Entries for the images of the served root, booted by the HTTP or NFS method."""
-    root = config.root
-    boot = config.boot
+def image_entries(root: Path, boot: Any, *, base: str, nfs_server: str) -> list[BootEntry]:
+    """Entries for the images of the served root, booted by the HTTP or NFS method.
+    `boot` is the `[boot]` config section; `nfs_server` the address clients mount from."""
     addon = root / layout.ADDON_INITRD
     entries = []
     for image in layout.current_images(root):
@@ -52,47 +33,38 @@ def netboot_entries(config: Config, base: str) -> list[BootEntry]:
             continue  # a kernel with nothing that could mount the image
         # the standalone initramfs fetches over HTTP only: it has no NFS client
         method = boot.method if image.initrd is not None else "http"
-        params = [
-            "boot=netboot",
-            "ip=dhcp",
-            "BOOTIF=01-${mac:hexhyp}",
-            f"netboot.server={base}",
-            f"netboot.image={image.name}",
-            f"netboot.version={image.version}",
-            f"netboot.method={method}",
-        ]
         squashfs = f"{version_path}/{layout.SQUASHFS}"
+        params: dict[str, Value] = {
+            "server": base,
+            "image": image.name,
+            "version": image.version,
+            "method": method,
+            "size": image.manifest.get("size") or None,
+            "sha256": image.manifest.get("sha256") or None,
+            "settings": f"{base}/clients/${{mac}}",
+        }
         if method == "http":
-            params.append(f"netboot.url={base}{squashfs}")
+            params["url"] = f"{base}{squashfs}"
         else:
-            server = boot.nfs_server or base.split("//", 1)[1].split(":", 1)[0].split("/")[0]
-            export = boot.nfs_root or str(root)
-            params += [
-                f"netboot.nfs={server}:{export}",
-                f"netboot.path={squashfs.lstrip('/')}",
-                f"netboot.toram={1 if boot['to_ram'] else 0}",
-            ]
-        if image.manifest.get("size"):
-            params.append(f"netboot.size={image.manifest['size']}")
-        if image.manifest.get("sha256"):
-            params.append(f"netboot.sha256={image.manifest['sha256']}")
-        params.append(f"netboot.settings={base}/clients/${{mac}}")
+            params["nfs"] = f"{nfs_server}:{boot.nfs_root or root}"
+            params["path"] = squashfs.lstrip("/")
+            params["toram"] = 1 if boot.to_ram else 0
         entries.append(
             BootEntry(
                 name=image.name,
                 label=f"{image.name} ({image.version})",
                 kernel=f"{version_path}/{layout.KERNEL}",
                 initrds=tuple(initrds),
-                cmdline=" ".join(params),
+                cmdline=netboot_cmdline(params),
                 version=image.version,
             )
         )
     return entries
 
 
-def ltsp_entries(config: Config, server_ip: str) -> list[BootEntry]:
-    """An existing LTSP tree, booted exactly as the seed's chain does (NFS + ltsp.img)."""
-    server = config.server
+def ltsp_entries(server: Any, server_ip: str) -> list[BootEntry]:
+    """An existing LTSP tree, booted exactly as the seed's chain does (NFS + ltsp.img).
+    `server` is the `[server]` config section (ltsp_root, ltsp_tftp_root)."""
     ltsp_root = Path(server.ltsp_root)
     tftp = Path(server.ltsp_tftp_root)
     entries = []

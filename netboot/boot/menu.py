@@ -1,0 +1,51 @@
+"""The decision a renderer consumes: the entries one client may boot and which by default.
+
+`BootPolicy.menu()` produces a `BootMenu`; `netboot/boot/ipxe.py` turns it into an iPXE
+script. A GRUB script or a JSON API answer is another function of the same value, so no
+renderer ever chooses an image, a default or a kernel parameter itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from netboot.boot.facts import ClientFacts
+
+SAFE_TARGET = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class BootEntry:
+    """One menu item: a kernel, its initrds (name, URL path) and the kernel command line."""
+
+    name: str
+    label: str
+    kernel: str
+    initrds: tuple[tuple[str, str], ...]
+    cmdline: str
+    version: str = ""
+
+    @property
+    def target(self) -> str:
+        """A label safe as a script target name (iPXE `goto`, GRUB menuentry id)."""
+        return "img-" + SAFE_TARGET.sub("_", self.name)
+
+
+@dataclass(frozen=True)
+class BootMenu:
+    """What one client is offered. URLs of entries are paths; `base` makes them absolute."""
+
+    client: ClientFacts
+    entries: tuple[BootEntry, ...]
+    default: BootEntry | None  # None: no entry, boot the local disk
+    timeout: int  # seconds; 0 boots the default at once
+    kernel_params: str  # site-wide then per-client extras, after every entry's own
+    base: str  # http://SERVER[:PORT]
+    server: str  # the server address, for the script's header and menu title
+
+    def cmdline(self, entry: BootEntry) -> str:
+        return f"{entry.cmdline} {self.kernel_params}".strip()
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"

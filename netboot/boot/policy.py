@@ -1,0 +1,92 @@
+"""BootPolicy: the one place that answers what a client boots.
+
+Constructed once per server with the config, the address clients reach us at and the HTTP
+port really bound (80 or the fallback), it owns every URL a client is handed. The DHCP
+servers ask it for a boot answer, `/boot.ipxe` and `netboot ipxe` for a menu, `/clients/MAC`
+for settings; none of them builds a URL or reads `[boot]` or `[clients]` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netboot.boot import entries, pxe
+from netboot.boot.facts import ClientFacts
+from netboot.boot.menu import BootEntry, BootMenu
+from netboot.config import Config
+
+
+class BootPolicy:
+    """Maps what a client told us (`ClientFacts`) to what it boots."""
+
+    def __init__(self, config: Config, server_ip: str, http_port: int) -> None:
+        self.config = config
+        self.server_ip = server_ip
+        self.http_port = http_port
+
+    # --- where clients reach us -----------------------------------------------------------
+
+    @property
+    def http_base(self) -> str:
+        port = "" if self.http_port == 80 else f":{self.http_port}"
+        return f"http://{self.server_ip}{port}"
+
+    @property
+    def script_url(self) -> str:
+        return f"{self.http_base}/boot.ipxe"
+
+    @property
+    def nfs_server(self) -> str:
+        """The address NFS clients mount from: `boot.nfs_server`, else this server."""
+        return self.config.boot.nfs_server or self.server_ip
+
+    # --- DHCP -----------------------------------------------------------------------------
+
+    def pxe_answer(self, facts: ClientFacts) -> pxe.PxeAnswer | pxe.NoAnswer:
+        """The boot file (or, for iPXE, the script URL) a DHCP reply names."""
+        return pxe.pxe_answer(
+            facts,
+            ipxe=self.config.ipxe,
+            tftp_root=self.config.tftp_root,
+            http_base=self.http_base,
+            script_url=self.script_url,
+        )
+
+    # --- what a client boots ----------------------------------------------------------------
+
+    def client_settings(self, mac: str) -> dict[str, Any]:
+        """The `[clients]` defaults overlaid with this MAC's section."""
+        return self.config.client_settings(mac)
+
+    def entries(self) -> list[BootEntry]:
+        """Every entry of the served root (and the LTSP tree in compat mode); file I/O."""
+        found = entries.image_entries(
+            self.config.root, self.config.boot, base=self.http_base, nfs_server=self.nfs_server
+        )
+        if self.config.server.ltsp_compat:
+            found += entries.ltsp_entries(self.config.server, self.server_ip)
+        return found
+
+    def kernel_params(self, mac: str) -> str:
+        """Extra kernel parameters: the site-wide ones, then this client's."""
+        own = self.client_settings(mac).get("kernel_params", "")
+        return " ".join(p for p in (self.config.boot.kernel_params, own) if p)
+
+    def default_entry(self, mac: str, choices: list[BootEntry]) -> BootEntry | None:
+        """The client's `[clients]` image, else `boot.default_image`; the first entry when
+        the one named is not published; None when there is nothing to boot."""
+        wanted = self.client_settings(mac).get("image") or self.config.boot.default_image
+        return next((e for e in choices if e.name == wanted), choices[0] if choices else None)
+
+    def menu(self, facts: ClientFacts) -> BootMenu:
+        """Everything a renderer needs for this client's boot script (reads the root)."""
+        choices = self.entries()
+        return BootMenu(
+            client=facts,
+            entries=tuple(choices),
+            default=self.default_entry(facts.mac, choices),
+            timeout=self.config.boot.menu_timeout,
+            kernel_params=self.kernel_params(facts.mac),
+            base=self.http_base,
+            server=self.server_ip,
+        )

@@ -28,6 +28,7 @@ from netboot.boot.facts import facts_from_query
 from netboot.config import Config
 from netboot.paths import UnsafePath, confine
 from netboot.records import ClientRecords, normalize_mac
+from netboot.web.status import StatusWeb
 
 log = logging.getLogger("netboot.http")
 T = TypeVar("T")
@@ -80,14 +81,18 @@ class NetbootApp:
         *,
         policy: Callable[[], BootPolicy | None],
         stats: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        status_web: StatusWeb | None = None,
     ) -> None:
         self.config = config
         self.records = records
         self.policy = policy
         self.stats = stats or _no_stats
+        self.status_web = status_web
 
     def build(self) -> web.Application:
         app = web.Application()
+        if self.status_web is not None:
+            self.status_web.add_routes(app)
         app.router.add_get("/boot.ipxe", self.boot_script)
         app.router.add_get("/clients/{mac}", self.client_settings)
         app.router.add_get("/api/clients", self.api_clients)
@@ -128,6 +133,9 @@ class NetbootApp:
             platform=client.platform,
             buildarch=client.buildarch,
             images=len(menu.entries),
+            manufacturer=client.manufacturer,
+            product=client.product,
+            serial=client.serial,
         )
         return web.Response(text=script, content_type="text/plain")
 
@@ -188,6 +196,7 @@ class NetbootApp:
                 ip=request.remote,
                 file=raw,
                 range=request.headers.get("Range"),
+                **layout.image_of_url(raw),
             )
         return web.FileResponse(path, chunk_size=256 * 1024)
 

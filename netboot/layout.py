@@ -124,3 +124,12 @@ def find_version(root: Path, name: str, version: str) -> ImageVersion | None:
 def url_path(root: Path, path: Path) -> str:
     """The HTTP path of a file under the served root ('/images/x/...')."""
     return "/" + path.relative_to(root).as_posix()
+
+
+def image_of_url(url_path: str) -> dict[str, str]:
+    """{"image", "version"} of a file URL under a published version ('images/NAME/versions/
+    VER/vmlinuz'), else {}: the client record notes which image a client booted."""
+    parts = url_path.strip("/").split("/")
+    if len(parts) >= 5 and parts[0] == IMAGES_DIR and parts[2] == VERSIONS:
+        return {"image": parts[1], "version": parts[3]}
+    return {}

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ log = logging.getLogger("netboot.clients")
 MAX_EVENTS_PER_CLIENT = 200
 MAX_CLIENTS = 10000
 ARP_TABLE = Path("/proc/net/arp")
+# details of a step that describe the client rather than the step: kept in its facts
+FACTS = (
+    "arch", "firmware", "ipxe", "image", "version", "hostname",
+    "manufacturer", "product", "serial",
+)  # fmt: skip
 
 
 @dataclass
@@ -82,7 +88,10 @@ def neighbour_mac(ip: str, table: Path = ARP_TABLE) -> str | None:
 class ClientRecords:
     """The store every transport writes into and status pages read from."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_event: Callable[[str, str, float], None] | None = None) -> None:
+        """`on_event(mac, kind, time)` is called after each recorded step, outside the lock,
+        on the writer's thread (netboot/metrics.py times boot steps with it)."""
+        self.on_event = on_event
         self._lock = threading.Lock()
         self._clients: dict[str, ClientRecord] = {}
         self._ip_to_mac: dict[str, str] = {}
@@ -127,10 +136,12 @@ class ClientRecords:
                 record.ip = ip
                 self._ip_to_mac[ip] = mac
             record.events.append(Event(now, kind, dict(detail)))
-            for fact in ("arch", "firmware", "ipxe", "image", "version", "hostname"):
+            for fact in FACTS:
                 if detail.get(fact) not in (None, ""):
                     record.facts[fact] = detail[fact]
-            return record
+        if self.on_event is not None:
+            self.on_event(mac, kind, now)
+        return record
 
     def _record(self, mac: str, now: float) -> ClientRecord:
         """The record of mac, created if new (caller holds the lock)."""

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 from collections import Counter
 from collections.abc import Awaitable
 from pathlib import Path
@@ -21,9 +22,11 @@ from netboot.boot import BootPolicy
 from netboot.config import Config
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.errors import UserError
-from netboot.http import HttpServer, HttpServerThread, NetbootApp, on_loop
+from netboot.http import HttpServer, HttpServerThread, NetbootApp, file_kind, on_loop
+from netboot.metrics import ServerMetrics
 from netboot.netinfo import InterfaceInfo
 from netboot.records import ClientRecords
+from netboot.web.status import StatusWeb
 
 log = logging.getLogger("netboot.server")
 
@@ -101,7 +104,9 @@ class NetbootServer:
         self.config = config
         self.interface = interface
         self.server_ip = server_ip
-        self.records = ClientRecords()
+        self.metrics = ServerMetrics()
+        self.records = ClientRecords(on_event=self.metrics.boot_timer)
+        self.started = time.time()
         self.http: HttpServer | HttpServerThread | None = None
         self.policy: BootPolicy | None = None
         self.services: dict[str, Service] = {}
@@ -110,14 +115,40 @@ class NetbootServer:
         """A copy of every service's counters; call it on the main loop, which owns them."""
         return {name: dict(service.stats) for name, service in self.services.items()}
 
+    def info(self) -> dict[str, Any]:
+        """What the status page shows of the server itself (values fixed once started)."""
+        server = self.config.server
+        return {
+            "address": self.server_ip,
+            "interface": self.interface.name,
+            "dhcp": server.dhcp,
+            "ports": {
+                "http": self.http.port if self.http is not None else None,
+                "tftp": server.tftp_port or None,
+                "dhcp": server.dhcp_port if server.dhcp != "off" else None,
+                "proxy": server.proxy_port if server.dhcp != "off" else None,
+            },
+            "started": self.started,
+        }
+
     async def _start_http(self) -> int:
         server = self.config.server
+        stats = on_loop(asyncio.get_running_loop(), self.stats)
+        status_web = StatusWeb(
+            self.records,
+            self.metrics,
+            root=self.config.root,
+            stats=stats,
+            server_info=self.info,
+            file_kind=file_kind,
+        )
         app = NetbootApp(
             self.config,
             self.records,
             # set once when the port is known, never changed: safe to read from HTTP's thread
             policy=lambda: self.policy,
-            stats=on_loop(asyncio.get_running_loop(), self.stats),
+            stats=stats,
+            status_web=status_web,
         )
         ports = [server.http_port]
         if server.http_port != 0 and server.http_fallback_port not in ports:

@@ -29,7 +29,8 @@ def decode(
 ) -> DhcpRequest | None:
     """The request in `data` if the server wants it, else None with the reason counted:
     `ignored` (not a BOOTREQUEST, or not for this server), `malformed` (looks like a
-    request but does not decode). Every datagram counts as `received`."""
+    request but does not decode). Every datagram counts as `received`, every decoded one
+    as `in:TYPE` (netboot/metrics.py turns those into packets by message type)."""
     stats["received"] += 1
     seen = glance(data)
     if seen is None:
@@ -39,11 +40,17 @@ def decode(
         stats["ignored"] += 1
         return None
     try:
-        return packet.parse(data)
+        request = packet.parse(data)
     except packet.MalformedPacket as exc:
         stats["malformed"] += 1
         log.debug("dropped malformed packet from %s: %s", addr[0], exc)
         return None
+    stats[f"in:{message_name(request.msg_type)}"] += 1
+    return request
+
+
+def message_name(msg_type: int) -> str:
+    return packet.MESSAGE_NAMES.get(msg_type, "other")
 
 
 class DhcpEndpoint(DatagramEndpoint):
@@ -68,6 +75,13 @@ class DhcpEndpoint(DatagramEndpoint):
         reply = self.on_request(request, addr)
         if reply is not None:
             self.send(*reply)
+
+    def send(self, payload: bytes, destination: Address) -> None:
+        """Send a reply and count it as `out:TYPE` (its option 53, read the way the
+        pre-filter reads a request's)."""
+        seen = glance(bytes([BOOTREQUEST]) + payload[1:])
+        self.stats[f"out:{message_name(seen.msg_type if seen else 0)}"] += 1
+        super().send(payload, destination)
 
 
 async def open_dhcp_endpoint(

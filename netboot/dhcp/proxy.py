@@ -124,6 +124,7 @@ class ProxyDhcpServer:
             ipxe=answer.ipxe,
             boot_file=answer.boot_file,
             port=self.proxy_port if on_4011 else self.port,
+            hostname=request.hostname,
         )
         destination = addr if on_4011 else reply_address(request)
         return payload, destination

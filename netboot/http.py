@@ -34,6 +34,7 @@ log = logging.getLogger("netboot.http")
 T = TypeVar("T")
 
 SCRIPT_TYPE = "text/plain; charset=utf-8"
+FILE_CHUNK = 256 * 1024
 # a requested file's name -> the boot step it is, for the client record
 FILE_KINDS = {
     layout.KERNEL: "kernel",
@@ -198,7 +199,9 @@ class NetbootApp:
                 range=request.headers.get("Range"),
                 **layout.image_of_url(raw),
             )
-        return web.FileResponse(path, chunk_size=256 * 1024)
+        if self.status_web is not None:  # the status page shows downloads under way
+            return self.status_web.file_response(path, chunk_size=FILE_CHUNK)
+        return web.FileResponse(path, chunk_size=FILE_CHUNK)
 
 
 class HttpServer:

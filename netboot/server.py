@@ -115,6 +115,11 @@ class NetbootServer:
         """A copy of every service's counters; call it on the main loop, which owns them."""
         return {name: dict(service.stats) for name, service in self.services.items()}
 
+    def transfers(self) -> list[dict[str, Any]]:
+        """The TFTP transfers under way; call it on the main loop, which owns them."""
+        progress = getattr(self.services.get("tftp"), "progress", None)
+        return progress() if progress is not None else []
+
     def info(self) -> dict[str, Any]:
         """What the status page shows of the server itself (values fixed once started)."""
         server = self.config.server
@@ -133,12 +138,14 @@ class NetbootServer:
 
     async def _start_http(self) -> int:
         server = self.config.server
-        stats = on_loop(asyncio.get_running_loop(), self.stats)
+        loop = asyncio.get_running_loop()
+        stats = on_loop(loop, self.stats)
         status_web = StatusWeb(
             self.records,
             self.metrics,
             root=self.config.root,
             stats=stats,
+            transfers=on_loop(loop, self.transfers),
             server_info=self.info,
             file_kind=file_kind,
         )

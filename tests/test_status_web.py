@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_proxy_dhcp import discover, exchange
 
-from testbed.lan import CLIENT_IF, SERVER_IP, Lan
+from testbed.lan import CLIENT_IF, CLIENT_IP, SERVER_IP, Lan
 
 pytestmark = pytest.mark.netns
 
@@ -99,6 +99,31 @@ def test_metrics_after_real_traffic(lan: Lan) -> None:
     )
 
 
+def test_http_download_under_way_is_listed(lan: Lan) -> None:
+    big = lan.root / "big.bin"
+    big.write_bytes(os.urandom(32 * 1024 * 1024))
+    curl = lan.client_ns.popen(
+        "curl", "-s", "--limit-rate", "1M", "-o", "/dev/null", lan.serve.base + "/big.bin"
+    )
+    try:
+
+        def listed() -> list:
+            status = lan.serve.api("/api/status")
+            return [t for t in status["transfers"] if t["protocol"] == "http"]
+
+        # the size is known once aiohttp has opened the file and sent the headers
+        (download,) = wait_for(
+            lambda: [t for t in listed() if t["size"]], what="the download in /api/status"
+        )
+        assert download["file"] == "big.bin"
+        assert download["ip"] == CLIENT_IP
+        assert download["size"] == 32 * 1024 * 1024
+    finally:
+        curl.kill()
+        curl.wait()
+    wait_for(lambda: not listed(), what="the download to leave the list")
+
+
 @pytest.fixture
 def browser(lan: Lan) -> Iterator[object]:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
@@ -139,7 +164,7 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> objec
 
 
 def test_status_page_shows_a_booting_client_live(lan: Lan, browser, tmp_path: Path) -> None:
-    from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException
+    from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
     driver = browser
@@ -147,20 +172,26 @@ def test_status_page_shows_a_booting_client_live(lan: Lan, browser, tmp_path: Pa
     wait_for(lambda: driver.find_element(By.ID, "conn").text == "live", what="the event stream")
     mac = client_mac(lan)
 
-    def row():
-        try:
-            return driver.find_element(By.CSS_SELECTOR, f'tr[data-mac="{mac}"]')
-        except NoSuchElementException:
-            return None
+    # the page re-renders on every update: read texts in one script call, never through
+    # element references that the next update makes stale
+    def texts(selector: str) -> list[str]:
+        return driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText.trim())",
+            selector,
+        )
+
+    def row_text() -> str:
+        found = texts(f'tr[data-mac="{mac}"]')
+        return found[0] if found else ""
 
     # the page is open: now the client boots (no reload from here on)
     boot_steps(lan, mac, hostname=HOSTILE.encode(), manufacturer=HOSTILE)
     # this boot's hostname and manufacturer, and its kernel step, shown as text...
     wait_for(
-        lambda: row() and row().text.count(HOSTILE) == 2 and row().text.endswith("vmlinuz"),
+        lambda: row_text().count(HOSTILE) == 2 and row_text().endswith("vmlinuz"),
         what="the booting client's row",
     )
-    text = row().text
+    text = row_text()
     assert HOSTILE_PRODUCT in text
     assert f"{IMAGE} {VERSION}" in text
     assert driver.find_elements(By.TAG_NAME, "img") == []  # ...never as markup
@@ -170,8 +201,22 @@ def test_status_page_shows_a_booting_client_live(lan: Lan, browser, tmp_path: Pa
         driver.switch_to.alert  # noqa: B018 (the property raises when there is no alert)
     for step in ("dhcp-offer", "tftp", "script", "kernel"):
         assert step in text, step
-    images = driver.find_element(By.ID, "images").text
-    assert f"{IMAGE} {VERSION} 1" in images
+    # a transfer the client never acknowledges: listed under way, then failed in the timeline
+    stalled = lan.client_socket(port=40069)
+    try:
+        stalled.sendto(b"\x00\x01ipxe/undionly.kpxe\x00octet\x00", (SERVER_IP, 69))
+        size = (lan.root / "ipxe" / "undionly.kpxe").stat().st_size
+        cells = wait_for(lambda: texts("#transfers td"), what="the TFTP transfer")
+        assert cells[1:4] == ["tftp", "ipxe/undionly.kpxe", f"0 % (0 of {size} bytes)"]
+        assert cells[0] == f"{mac} {CLIENT_IP}"
+        wait_for(lambda: "tftp-failed" in row_text(), timeout=60, what="the failed transfer")
+        wait_for(lambda: texts("#transfers td") == [], what="the transfer list to empty")
+    finally:
+        stalled.close()
+    failed = texts(f'tr[data-mac="{mac}"] .error')  # the stage and the timeline line
+    assert any(line.startswith("tftp-failed") for line in failed), failed
+    assert any("tftp-failed ipxe/undionly.kpxe" in line for line in failed), failed
+    assert texts("#images td")[:3] == [IMAGE, VERSION, "1"]
     shot = tmp_path / "status.png"
     driver.save_screenshot(str(shot))
     if os.environ.get("NETBOOT_KEEP_SCREENSHOT"):

@@ -159,7 +159,7 @@ class TftpServer:
         except BaseException:
             os.close(fd)
             raise
-        accepted = TransferRequest(client, name, raw, netascii, started)
+        accepted = TransferRequest(client, name, raw, netascii, started, size)
         transfer = Transfer(self, endpoint, accepted, fd, options, self.retries)
         self._transfers.add(transfer)
         self.stats["transfers"] += 1
@@ -178,6 +178,10 @@ class TftpServer:
     def _malformed(self, client: Address, reason: str) -> None:
         self.stats["malformed"] += 1
         log.debug("tftp: dropped packet from %s:%s: %s", *client[:2], reason)
+
+    def progress(self) -> list[dict[str, object]]:
+        """The transfers under way (call on the server's loop, which owns them)."""
+        return [transfer.progress() for transfer in self._transfers if not transfer.done]
 
     # -- what transfers may ask of their server (transfer.TransferHost) --------------------
 

@@ -59,6 +59,7 @@ class TransferRequest:
     raw: bytes
     netascii: bool
     started: float  # time.monotonic() when the RRQ arrived
+    size: int | None = None  # the file's size when it was opened (the status page's 100 %)
 
 
 class NotAFile(OSError):
@@ -134,6 +135,17 @@ class Transfer:
     def awaiting_first_ack(self) -> bool:
         """True until the client acknowledged the OACK or DATA 1 (a repeated RRQ is a dup)."""
         return self._base == (0 if self._oack else 1)
+
+    def progress(self) -> dict[str, object]:
+        """For the status page: the bytes the client acknowledged so far."""
+        return {
+            "protocol": "tftp",
+            "ip": self.client[0],
+            "file": self.name,
+            "bytes": max(0, self._base - 1) * self.options.blksize,
+            "size": self.request.size,
+            "seconds": round(time.monotonic() - self.request.started, 3),
+        }
 
     # -- starting and finishing ------------------------------------------------------------
 

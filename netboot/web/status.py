@@ -56,6 +56,7 @@ class StatusWeb:
         *,
         root: Path,
         stats: Callable[[], Awaitable[dict[str, Any]]],
+        transfers: Callable[[], Awaitable[list[dict[str, Any]]]],
         server_info: Callable[[], dict[str, Any]],
         file_kind: Callable[[Path], str],
     ) -> None:
@@ -63,6 +64,8 @@ class StatusWeb:
         self.metrics = metrics
         self.root = root
         self.stats = stats
+        self.transfers = transfers
+        self.downloads: dict[int, tuple[web.Request, TrackedFileResponse, float]] = {}
         self.server_info = server_info
         self.file_kind = file_kind
         self._closing = asyncio.Event()  # created unbound; used on the HTTP loop only
@@ -116,15 +119,16 @@ class StatusWeb:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
         await response.prepare(request)
-        last_sent, last_write = "", time.monotonic()
+        last_state, last_write = "", time.monotonic()
         while not self._closing.is_set():
-            body = json.dumps(await self.status(), sort_keys=True)
-            # the server time changes every second: compare what else changed
-            unchanged = body.split('"now":')[0] == last_sent.split('"now":')[0]
+            status = await self.status()
+            now = status.pop("now")  # changes every time: compare everything else
+            state = json.dumps(status, sort_keys=True)
             try:
-                if not unchanged:
+                if state != last_state:
+                    body = json.dumps({**status, "now": now})
                     await response.write(f"data: {body}\n\n".encode())
-                    last_sent, last_write = body, time.monotonic()
+                    last_state, last_write = state, time.monotonic()
                 elif time.monotonic() - last_write > KEEPALIVE_EVERY:
                     await response.write(b": keepalive\n\n")
                     last_write = time.monotonic()
@@ -142,12 +146,31 @@ class StatusWeb:
         body = await asyncio.to_thread(self.metrics.exposition, stats, clients)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
+    def file_response(self, path: Path, **kwargs: Any) -> web.FileResponse:
+        """The response that sends a served file (listed as under way while it does)."""
+        return TrackedFileResponse(self.downloads, path, **kwargs)
+
+    def http_transfers(self) -> list[dict[str, Any]]:
+        """HTTP files being sent (read on the HTTP loop, which owns `downloads`)."""
+        now = time.monotonic()
+        return [
+            {
+                "protocol": "http",
+                "ip": request.remote,
+                "file": request.path.lstrip("/"),
+                "size": response.content_length,
+                "seconds": round(now - started, 3),
+            }
+            for request, response, started in self.downloads.values()
+        ]
+
     # --- the page's data -------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
         stats = await self.stats()
         clients = sorted(self.records.snapshot(), key=lambda c: c["last_seen"], reverse=True)
         images = await asyncio.to_thread(published_images, self.root, clients)
+        transfers = [*await self.transfers(), *self.http_transfers()]
         return {
             "now": time.time(),
             "server": self.server_info(),
@@ -155,6 +178,7 @@ class StatusWeb:
             "images": images,
             "clients": clients[:MAX_PAGE_CLIENTS],
             "clients_total": len(clients),
+            "transfers": transfers,
         }
 
 
@@ -183,3 +207,19 @@ def published_images(root: Path, clients: list[dict[str, Any]]) -> list[dict[str
             }
         )
     return found
+
+
+class TrackedFileResponse(web.FileResponse):
+    """A FileResponse that is listed in `active` while aiohttp sends it (its `prepare`
+    sends the whole file)."""
+
+    def __init__(self, active: dict, path: Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._active = active
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        self._active[id(self)] = (request, self, time.monotonic())
+        try:
+            return await super().prepare(request)
+        finally:
+            self._active.pop(id(self), None)

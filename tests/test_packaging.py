@@ -21,3 +21,13 @@ def test_every_ipxe_file_is_installed_as_data() -> None:
     for target, files in data.items():
         for entry in files:  # each lands in the folder matching its place under ipxe/
             assert target == "share/netboot/" + str(Path(entry).parent)
+
+
+def test_the_status_page_is_package_data() -> None:
+    """netboot/web/static/ is read with importlib.resources: every file there must be listed."""
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = data["package-data"]["netboot.web"]
+    static = REPO / "netboot" / "web"
+    present = {p for p in static.rglob("*") if p.is_file() and p.parent.name == "static"}
+    covered = {p for pattern in patterns for p in static.glob(pattern)}
+    assert present and present == covered

@@ -29,6 +29,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "initrd": ("netboot.commands.initrd", "build the client add-on initrd (or standalone)"),
     "nfs": ("netboot.commands.nfs", "print or install the NFS exports for the NFS method"),
     "ipxe": ("netboot.commands.ipxe", "print the iPXE boot script a client would get"),
+    "service": ("netboot.commands.service", "install netboot as a systemd service"),
+    "doctor": ("netboot.commands.doctor", "check this host and LAN for what stops clients booting"),
 }
 
 

@@ -13,13 +13,13 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from netboot import layout
+from netboot import layout, reload, sdnotify
 from netboot.boot import BootPolicy
-from netboot.config import Config
+from netboot.config import Config, ConfigError
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.errors import UserError
 from netboot.http import HttpServer, HttpServerThread, NetbootApp, file_kind, on_loop
@@ -108,6 +108,7 @@ class NetbootServer:
         self.records = ClientRecords(on_event=self.metrics.boot_timer)
         self.started = time.time()
         self.http: HttpServer | HttpServerThread | None = None
+        self.app: NetbootApp | None = None
         self.policy: BootPolicy | None = None
         self.services: dict[str, Service] = {}
 
@@ -152,11 +153,12 @@ class NetbootServer:
         app = NetbootApp(
             self.config,
             self.records,
-            # set once when the port is known, never changed: safe to read from HTTP's thread
+            # set when the port is known, replaced whole on reload: safe to read from HTTP's thread
             policy=lambda: self.policy,
             stats=stats,
             status_web=status_web,
         )
+        self.app = app
         ports = [server.http_port]
         if server.http_port != 0 and server.http_fallback_port not in ports:
             ports.append(server.http_fallback_port)
@@ -279,6 +281,22 @@ class NetbootServer:
         except FullDhcpError as exc:
             raise StartupError(str(exc)) from None
 
+    async def reload(self, loaded: Config) -> list[str]:
+        """Take a re-read config (see `netboot.reload`); returns the keys that need a
+        restart. Sockets, leases, records and transfers in flight are kept."""
+        assert self.policy is not None and self.app is not None
+        restart = reload.restart_keys(self.config, loaded)
+        config = reload.applicable(self.config, loaded)
+        if config.ipxe.binaries_dir != self.config.ipxe.binaries_dir:
+            await asyncio.to_thread(prepare_root, config)
+        policy = BootPolicy(config, self.server_ip, self.policy.http_port)
+        # plain attribute swaps: HTTP's thread sees the old or the new object, never a mix
+        self.config, self.app.config, self.policy = config, config, policy
+        dhcp = self.services.get("dhcp")
+        if dhcp is not None:
+            dhcp.policy = policy  # type: ignore[attr-defined]
+        return restart
+
     async def close(self) -> None:
         for service in reversed(list(self.services.values())):
             try:
@@ -291,18 +309,52 @@ class NetbootServer:
             self.http = None
 
 
-async def run_until_signalled(server: NetbootServer) -> int:
-    """Serve until SIGINT or SIGTERM; then close every socket and return 0."""
+async def reload_config(server: NetbootServer, load: Callable[[], Config]) -> None:
+    """SIGHUP: re-read the config; a bad one keeps the running config (one line each)."""
+    sdnotify.notify("RELOADING=1")
+    try:
+        loaded = await asyncio.to_thread(load)
+        restart = await server.reload(loaded)
+    except ConfigError as exc:
+        log.error("reload failed, keeping the running config: %s", exc)
+    else:
+        log.info("reloaded %s", loaded.source)
+        if restart:
+            log.warning("changed but needs a restart: %s", ", ".join(restart))
+    sdnotify.notify("READY=1")
+
+
+async def run_until_signalled(
+    server: NetbootServer, load: Callable[[], Config] | None = None
+) -> int:
+    """Serve until SIGINT or SIGTERM; SIGHUP re-reads the config through `load`. Tells
+    systemd READY=1 once every socket is bound and STOPPING=1 when it stops."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    reloads: list[asyncio.Task] = []
+    lock = asyncio.Lock()
+
+    async def reload_once() -> None:
+        async with lock:  # two quick SIGHUPs: one reload after the other
+            await reload_config(server, load or (lambda: server.config))
+
+    def on_hup() -> None:
+        reloads[:] = [task for task in reloads if not task.done()]
+        reloads.append(loop.create_task(reload_once()))
+
+    signals = {signal.SIGINT: stop.set, signal.SIGTERM: stop.set, signal.SIGHUP: on_hup}
+    for sig, handler in signals.items():
+        loop.add_signal_handler(sig, handler)
     await server.start()
+    sdnotify.notify("READY=1", f"STATUS=serving {server.server_ip} on {server.interface.name}")
     try:
         await stop.wait()
     finally:
+        sdnotify.notify("STOPPING=1")
         log.info("stopping")
+        for task in reloads:
+            task.cancel()
         await server.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.remove_signal_handler(sig)
     return 0

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_every_ipxe_file_is_installed_as_data() -> None:
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
-    listed = {entry for files in data.values() for entry in files}
+    listed = {entry for files in data.values() for entry in files if entry.startswith("ipxe/")}
     present = {
         str(path.relative_to(REPO))
         for path in (REPO / "ipxe").rglob("*")
@@ -19,7 +19,7 @@ def test_every_ipxe_file_is_installed_as_data() -> None:
     }
     assert present == listed
     for target, files in data.items():
-        for entry in files:  # each lands in the folder matching its place under ipxe/
+        for entry in files:  # each lands in the folder matching its place (ipxe/, dist/)
             assert target == "share/netboot/" + str(Path(entry).parent)
 
 
@@ -31,3 +31,9 @@ def test_the_status_page_is_package_data() -> None:
     present = {p for p in static.rglob("*") if p.is_file() and p.parent.name == "static"}
     covered = {p for pattern in patterns for p in static.glob(pattern)}
     assert present and present == covered
+
+
+def test_the_systemd_unit_is_installed_as_data() -> None:
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    assert data["share/netboot/dist"] == ["dist/netboot.service"]
+    assert (REPO / "dist" / "netboot.service").is_file()

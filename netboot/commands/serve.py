@@ -63,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
     from netboot.server import NetbootServer, run_until_signalled
 
     given = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
-    config = load_for_command(args.config, {**overrides(args), **given})
+    flags = {**overrides(args), **given}
+    config = load_for_command(args.config, flags)
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else config.server.log_level.upper())
     server_conf = config.server
     interface = pick_interface(server_conf.interface, server_conf.address)
     server = NetbootServer(config, interface, server_conf.address or interface.address)
-    return asyncio.run(run_until_signalled(server))
+    # SIGHUP re-reads the same file with the same flags laid over it
+    return asyncio.run(run_until_signalled(server, lambda: load_for_command(args.config, flags)))

@@ -8,8 +8,9 @@ import sys
 NETBOOT = [sys.executable, "-m", "netboot"]
 
 
-def run_netboot(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    """`netboot ARGS...`, output captured as text."""
+def run_netboot(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """`netboot ARGS...`, output captured as text. The timeout only stops a hung command:
+    an image build (mksquashfs, zstd) on a loaded 2-core machine can take minutes."""
     return subprocess.run(
         [*NETBOOT, *args], capture_output=True, text=True, timeout=timeout, **kwargs
     )

@@ -1,5 +1,5 @@
 """Where the iPXE-side material of `ipxe/` is found (script templates and the client scripts
-packed into the initrds), and `dist/` (the systemd unit).
+packed into the initrds), and `systemd/` (the systemd unit).
 
 A checkout (editable install) uses its own `ipxe/`; a wheel installs the same files under
 `<prefix>/share/netboot/ipxe` (pyproject data-files). NETBOOT_IPXE_DIR overrides both.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parent.parent / "ipxe"
 _INSTALLED = Path(sys.prefix) / "share" / "netboot" / "ipxe"
-_DIST_CHECKOUT = _CHECKOUT.parent / "dist"
-_DIST_INSTALLED = _INSTALLED.parent / "dist"
+_SYSTEMD_CHECKOUT = _CHECKOUT.parent / "systemd"
+_SYSTEMD_INSTALLED = _INSTALLED.parent / "systemd"
 
 
 def ipxe_dir() -> Path:
@@ -24,6 +24,6 @@ def ipxe_dir() -> Path:
     return _CHECKOUT if _CHECKOUT.is_dir() else _INSTALLED
 
 
-def dist_dir() -> Path:
-    """`dist/` of the checkout, else `<prefix>/share/netboot/dist` of a wheel install."""
-    return _DIST_CHECKOUT if _DIST_CHECKOUT.is_dir() else _DIST_INSTALLED
+def systemd_dir() -> Path:
+    """`systemd/` of the checkout, else `<prefix>/share/netboot/systemd` of a wheel install."""
+    return _SYSTEMD_CHECKOUT if _SYSTEMD_CHECKOUT.is_dir() else _SYSTEMD_INSTALLED

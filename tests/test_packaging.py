@@ -19,7 +19,7 @@ def test_every_ipxe_file_is_installed_as_data() -> None:
     }
     assert present == listed
     for target, files in data.items():
-        for entry in files:  # each lands in the folder matching its place (ipxe/, dist/)
+        for entry in files:  # each lands in the folder matching its place (ipxe/, systemd/)
             assert target == "share/netboot/" + str(Path(entry).parent)
 
 
@@ -35,5 +35,5 @@ def test_the_status_page_is_package_data() -> None:
 
 def test_the_systemd_unit_is_installed_as_data() -> None:
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
-    assert data["share/netboot/dist"] == ["dist/netboot.service"]
-    assert (REPO / "dist" / "netboot.service").is_file()
+    assert data["share/netboot/systemd"] == ["systemd/netboot.service"]
+    assert (REPO / "systemd" / "netboot.service").is_file()

@@ -28,7 +28,7 @@ from testbed.netns import Namespace, new_tag, veth
 from testbed.serve import ServeProcess
 from testbed.unprivileged import as_service_user, remove, system_venv, world_readable_dir
 
-UNIT = Path(__file__).resolve().parent.parent / "dist" / "netboot.service"
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / "netboot.service"
 SERVER_IP = "10.233.0.1"
 CLIENT_IP = "10.233.0.2"
 MAC = "52:54:00:5e:00:01"

@@ -1,7 +1,7 @@
 """`netboot service install`: run netboot as a systemd service under its own user.
 
 Creates the system user, the served root and state directory owned by it, the config file if
-there is none, and the unit (`dist/netboot.service` with this interpreter, user and served
+there is none, and the unit (`systemd/netboot.service` with this interpreter, user and served
 root filled in). The interpreter must be usable by that user with the unit's sandbox
 (ProtectHome: nothing under /home or /root): a pyenv build in /root is refused with what to do
 instead, rather than installing a unit that cannot start.
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     owned_dir(config.tftp_root / "ipxe", args.user)
     owned_dir(args.state_dir, args.user, 0o750)
     steps.append(f"{', '.join(str(p) for p in writable)} and {args.state_dir} owned by {args.user}")
-    template = (resources.dist_dir() / UNIT_NAME).read_text()
+    template = (resources.systemd_dir() / UNIT_NAME).read_text()
     unit = unit_text(
         template,
         python=args.python,

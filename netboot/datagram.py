@@ -16,7 +16,10 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 
+from netboot.ratelimit import limited
+
 Address = tuple[str, int]
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux <netinet/in.h>; Python 3.11 lacks it
 Handler = Callable[[bytes, Address], None]
 
 
@@ -26,7 +29,8 @@ def _drop(data: bytes, addr: Address) -> None:
 
 class DatagramEndpoint(asyncio.DatagramProtocol):
     """Calls `handler(data, addr)` for every datagram; an exception it raises is counted in
-    `stats[error_key]` and logged with its traceback, and the next datagram is served."""
+    `stats[error_key]` and logged with its traceback (at most once a minute: a packet that
+    trips a bug could be sent a thousand times a second), and the next datagram is served."""
 
     def __init__(
         self,
@@ -42,6 +46,7 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         self.what = what  # "DHCP packet", "TFTP request": for the log line
         self.handler = handler
         self.error_key = error_key
+        self.on_error: Callable[[Exception], None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -52,10 +57,27 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
             self.handler(data, addr)
         except Exception:  # a bug must cost one packet, never the socket
             self.stats[self.error_key] += 1
-            self.log.exception("error handling a %s from %s:%s", self.what, *addr[:2])
+            limited(self.log)(
+                f"handler_error:{self.what}",
+                logging.ERROR,
+                "error handling a %s from %s:%s",
+                self.what,
+                *addr[:2],
+                exc_info=True,
+            )
 
     def error_received(self, exc: Exception) -> None:
+        """An ICMP error the kernel queued (see `report_icmp_errors`) or a send failure."""
         self.log.debug("%s socket error: %s", self.what, exc)
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    def report_icmp_errors(self) -> None:
+        """Have the kernel report ICMP errors (port unreachable) on this unconnected socket:
+        Linux passes them to an unconnected UDP socket only with IP_RECVERR set."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
 
     def send(self, payload: bytes, destination: Address) -> None:
         """Send if the socket is still open (a reply decided after close() is dropped)."""

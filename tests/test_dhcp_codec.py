@@ -6,6 +6,7 @@ idea of DHCP; these were captured from QEMU's iPXE ROM, OVMF's native PXE and iP
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from dataclasses import dataclass
@@ -354,13 +355,21 @@ def test_random_corruption_only_raises_malformed(capture: Capture) -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, filed separately: a non-Ethernet htype with hlen != 6 passes parse, "
-    "and records.normalize_mac then raises ValueError in the proxy",
-)
-def test_proxy_drops_non_ethernet_short_hardware_address(policy: BootPolicy) -> None:
+@pytest.mark.parametrize("htype", [6, 32])  # IEEE 802, InfiniBand
+@pytest.mark.parametrize("hlen", [0, 4, 8, 16])
+def test_proxy_drops_non_ethernet_short_hardware_address(
+    policy: BootPolicy, caplog: pytest.LogCaptureFixture, htype: int, hlen: int
+) -> None:
+    """Issue 12: hlen != 6 passed parse and normalize_mac raised, a traceback per packet.
+    Now it is dropped, counted by reason, and a thousand of them log at most one line."""
     data = bytearray(load("ovmf-pxe-discover.bin"))
-    data[1], data[2] = 6, 4  # htype IEEE 802, hlen 4
+    data[1], data[2] = htype, hlen
     server = ProxyDhcpServer(policy, ClientRecords(), server_ip=SERVER_IP)
-    assert server.handle(bytes(data), ("0.0.0.0", 68), False) is None
+    caplog.set_level(logging.DEBUG)
+    for _ in range(1000):
+        assert server.handle(bytes(data), ("0.0.0.0", 68), False) is None
+    assert server.stats["malformed_hardware_address"] == 1000
+    assert server.stats["malformed"] == 1000
+    assert not server.stats["errors"]
+    assert len(caplog.records) <= 1
+    assert not any(record.exc_info for record in caplog.records)

@@ -18,6 +18,8 @@ from netboot.dhcp import packet
 from netboot.dhcp.packet import DhcpRequest
 from netboot.dhcp.prefilter import BOOTREQUEST, Glance, glance
 from netboot.dhcp.sockets import open_udp_socket
+from netboot.ratelimit import limited
+from netboot.untrusted import for_log
 
 Reply = tuple[bytes, Address]
 Wanted = Callable[[Glance], bool]
@@ -29,8 +31,9 @@ def decode(
 ) -> DhcpRequest | None:
     """The request in `data` if the server wants it, else None with the reason counted:
     `ignored` (not a BOOTREQUEST, or not for this server), `malformed` (looks like a
-    request but does not decode). Every datagram counts as `received`, every decoded one
-    as `in:TYPE` (netboot/metrics.py turns those into packets by message type)."""
+    request but does not decode; also counted as `malformed_<reason>`, and logged at most
+    once a minute per reason). Every datagram counts as `received`, every decoded one as
+    `in:TYPE` (netboot/metrics.py turns those into packets by message type)."""
     stats["received"] += 1
     seen = glance(data)
     if seen is None:
@@ -43,7 +46,14 @@ def decode(
         request = packet.parse(data)
     except packet.MalformedPacket as exc:
         stats["malformed"] += 1
-        log.debug("dropped malformed packet from %s: %s", addr[0], exc)
+        stats[f"malformed_{exc.reason}"] += 1
+        limited(log)(
+            f"malformed_{exc.reason}",
+            logging.INFO,
+            "dropped malformed DHCP packet from %s: %s",
+            addr[0],
+            for_log(exc),
+        )
         return None
     stats[f"in:{message_name(request.msg_type)}"] += 1
     return request

@@ -43,7 +43,12 @@ OPT_IPXE_ENCAP = 175
 
 
 class MalformedPacket(ValueError):
-    """A packet that passed the pre-filter but does not decode as a DHCP request."""
+    """A packet that passed the pre-filter but does not decode as a DHCP request; `reason`
+    is a short fixed key (never client text) for the drop counters."""
+
+    def __init__(self, message: str, reason: str = "undecodable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _name_to_code(name: str | int) -> int | None:
@@ -160,24 +165,23 @@ def parse(data: bytes) -> DhcpRequest:
     except Exception as exc:  # scapy raises many exception types on junk
         raise MalformedPacket(f"undecodable: {exc}") from None
     if bootp.op != 1 or DHCP not in bootp:
-        raise MalformedPacket("not a DHCP request")
+        raise MalformedPacket("not a DHCP request", "not_dhcp")
     options: dict[int, Any] = {}
     for item in bootp[DHCP].options:
         if isinstance(item, str):  # 'end', 'pad'
             continue
         if not isinstance(item, tuple) or len(item) < 2:
-            raise MalformedPacket(f"bad option {item!r}")
+            raise MalformedPacket(f"bad option {item!r}", "bad_option")
         code = _name_to_code(item[0])
         if code is None:
             continue
         options[code] = item[1] if len(item) == 2 else list(item[1:])
     if OPT_MSG_TYPE not in options or not isinstance(options[OPT_MSG_TYPE], int):
-        raise MalformedPacket("no message type")
+        raise MalformedPacket("no message type", "no_message_type")
     chaddr = bytes(bootp.chaddr)
-    if bootp.hlen > 16 or len(chaddr) < 6:
-        raise MalformedPacket("bad hardware address")
-    if bootp.htype == 1 and bootp.hlen != 6:
-        raise MalformedPacket("ethernet with hlen != 6")
+    if len(chaddr) < 6 or bootp.hlen != 6:
+        # records, leases and reservations are keyed by a 6-byte MAC, whatever the htype
+        raise MalformedPacket(f"hardware address length {bootp.hlen}", "hardware_address")
     return DhcpRequest(
         op=bootp.op,
         htype=bootp.htype,

@@ -1,0 +1,66 @@
+"""One rate-limited log line per reason: bad input must never flood the log.
+
+A hostile or broken client can send thousands of bad packets a second; each is counted (the
+transport's stats, per reason) and at most one line per `interval` seconds reaches the log
+for that reason, saying how many were suppressed since the last one. Client-supplied text in
+those lines goes through `netboot.untrusted.for_log` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+DEFAULT_INTERVAL = 60.0
+MAX_KEYS = 256  # reasons are a handful; the bound only guards against a key built from input
+
+
+class RateLimitedLog:
+    """`log(key, level, msg, *args)`: emit if `key` has been quiet for `interval` seconds,
+    else count it silently. Returns whether the line was written. `exc_info` is for bugs in
+    our own code (a handler that raised): its traceback once a minute, not per packet."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self._last: OrderedDict[str, float] = OrderedDict()
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(
+        self, key: str, level: int, msg: str, *args: object, exc_info: bool = False
+    ) -> bool:
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        self._last.move_to_end(key)
+        while len(self._last) > MAX_KEYS:
+            old, _ = self._last.popitem(last=False)
+            self._suppressed.pop(old, None)
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            msg += " (%d more like this suppressed in the last %.0f s)"
+            args = (*args, suppressed, self.interval)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
+        return True
+
+
+_limiters: dict[str, RateLimitedLog] = {}
+
+
+def limited(logger: logging.Logger) -> RateLimitedLog:
+    """The one shared RateLimitedLog of `logger` (so every caller's lines share its clock)."""
+    limiter = _limiters.get(logger.name)
+    if limiter is None:
+        limiter = _limiters[logger.name] = RateLimitedLog(logger)
+    return limiter

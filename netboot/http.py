@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 SCRIPT_TYPE = "text/plain; charset=utf-8"
 FILE_CHUNK = 256 * 1024
+CLIENTS_PAGE, CLIENTS_PAGE_MAX = 100, 1000  # /api/clients records per page: default, most
 # a requested file's name -> the boot step it is, for the client record
 FILE_KINDS = {
     layout.KERNEL: "kernel",
@@ -152,7 +153,16 @@ class NetbootApp:
     # --- records -------------------------------------------------------------------------------
 
     async def api_clients(self, request: web.Request) -> web.Response:
-        return web.json_response(self.records.snapshot())
+        """One page of records: `?offset=&limit=` (limit at most CLIENTS_PAGE_MAX);
+        `X-Total-Count` says how many there are."""
+        try:
+            offset = max(int(request.query.get("offset", 0)), 0)
+            limit = min(max(int(request.query.get("limit", CLIENTS_PAGE)), 0), CLIENTS_PAGE_MAX)
+        except ValueError:
+            raise web.HTTPBadRequest(text="offset and limit are numbers\n") from None
+        page = self.records.snapshot(offset, limit)
+        total = {"X-Total-Count": str(len(self.records))}
+        return web.json_response(page, headers=total)
 
     async def api_client(self, request: web.Request) -> web.Response:
         try:

@@ -13,16 +13,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netboot.untrusted import clip, for_log
+
 log = logging.getLogger("netboot.clients")
 
-MAX_EVENTS_PER_CLIENT = 200
-MAX_CLIENTS = 10000
+MAX_EVENTS_PER_CLIENT = 64  # a boot is ~10 steps: a few boots' worth
+MAX_CLIENTS = 10000  # default of server.max_clients
+CLIENT_IDLE_SECONDS = 7 * 86400  # default of server.client_idle_seconds
 ARP_TABLE = Path("/proc/net/arp")
 # details of a step that describe the client rather than the step: kept in its facts
 FACTS = (
@@ -86,15 +89,28 @@ def neighbour_mac(ip: str, table: Path = ARP_TABLE) -> str | None:
 
 
 class ClientRecords:
-    """The store every transport writes into and status pages read from."""
+    """The store every transport writes into and status pages read from.
 
-    def __init__(self, on_event: Callable[[str, str, float], None] | None = None) -> None:
+    Bounded whatever clients send: at most `max_clients` records (the least recently seen
+    goes first), records idle for `idle_seconds` are dropped, the IP -> MAC map holds at most
+    `2 * max_clients` addresses, and every client-supplied value is clipped before it is
+    stored and escaped before it is logged."""
+
+    def __init__(
+        self,
+        on_event: Callable[[str, str, float], None] | None = None,
+        *,
+        max_clients: int = MAX_CLIENTS,
+        idle_seconds: float = CLIENT_IDLE_SECONDS,
+    ) -> None:
         """`on_event(mac, kind, time)` is called after each recorded step, outside the lock,
         on the writer's thread (netboot/metrics.py times boot steps with it)."""
         self.on_event = on_event
+        self.max_clients = max_clients
+        self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
-        self._clients: dict[str, ClientRecord] = {}
-        self._ip_to_mac: dict[str, str] = {}
+        self._clients: OrderedDict[str, ClientRecord] = OrderedDict()  # least recent first
+        self._ip_to_mac: OrderedDict[str, str] = OrderedDict()
 
     def learn(self, mac: str, ip: str | None) -> None:
         """Remember that this MAC uses this IP (from DHCP, a lease or a query parameter)."""
@@ -102,7 +118,7 @@ class ClientRecords:
             return
         mac = normalize_mac(mac)
         with self._lock:
-            self._ip_to_mac[ip] = mac
+            self._map_ip(ip, mac)
             self._record(mac, time.time()).ip = ip
 
     def mac_for_ip(self, ip: str) -> str | None:
@@ -112,7 +128,7 @@ class ClientRecords:
             mac = neighbour_mac(ip)
             if mac is not None:
                 with self._lock:
-                    self._ip_to_mac[ip] = mac
+                    self._map_ip(ip, mac)
         return mac
 
     def event(
@@ -123,9 +139,10 @@ class ClientRecords:
         if mac is None and ip:
             mac = self.mac_for_ip(ip)
         now = time.time()
-        where = f" ip={ip}" if ip else ""
-        parts = " ".join(f"{k}={v}" for k, v in detail.items() if v not in (None, ""))
-        log.info("client %s %s%s %s", mac or "unknown", kind, where, parts)
+        detail = {k: clip(v) if isinstance(v, str) else v for k, v in detail.items()}
+        where = f" ip={for_log(ip)}" if ip else ""
+        parts = " ".join(f"{k}={for_log(v)}" for k, v in detail.items() if v not in (None, ""))
+        log.info("client %s %s%s %s", for_log(mac or "unknown"), kind, where, parts)
         if mac is None:
             return None
         mac = normalize_mac(mac)
@@ -134,8 +151,8 @@ class ClientRecords:
             record.last_seen = now
             if ip and ip != "0.0.0.0":
                 record.ip = ip
-                self._ip_to_mac[ip] = mac
-            record.events.append(Event(now, kind, dict(detail)))
+                self._map_ip(ip, mac)
+            record.events.append(Event(now, kind, detail))
             for fact in FACTS:
                 if detail.get(fact) not in (None, ""):
                     record.facts[fact] = detail[fact]
@@ -143,16 +160,35 @@ class ClientRecords:
             self.on_event(mac, kind, now)
         return record
 
+    def _map_ip(self, ip: str, mac: str) -> None:
+        """ip -> mac, most recent last; the oldest mapping goes past the bound (caller holds
+        the lock). One MAC asking for 200,000 addresses must not grow it for good."""
+        self._ip_to_mac[ip] = mac
+        self._ip_to_mac.move_to_end(ip)
+        while len(self._ip_to_mac) > 2 * self.max_clients:
+            self._ip_to_mac.popitem(last=False)
+
     def _record(self, mac: str, now: float) -> ClientRecord:
-        """The record of mac, created if new (caller holds the lock)."""
+        """The record of mac, created if new, moved to most recent (caller holds the
+        lock). Idle records and, past the bound, the least recently seen are dropped."""
         record = self._clients.get(mac)
-        if record is None:
-            if len(self._clients) >= MAX_CLIENTS:
-                oldest = min(self._clients.values(), key=lambda r: r.last_seen)
-                del self._clients[oldest.mac]
-            record = ClientRecord(mac=mac, first_seen=now, last_seen=now)
-            self._clients[mac] = record
+        if record is not None:
+            self._clients.move_to_end(mac)
+            return record
+        self._expire(now)
+        while len(self._clients) >= self.max_clients:
+            self._clients.popitem(last=False)
+        record = ClientRecord(mac=mac, first_seen=now, last_seen=now)
+        self._clients[mac] = record
         return record
+
+    def _expire(self, now: float) -> None:
+        """Drop the records not seen for idle_seconds (the oldest are first in the dict)."""
+        while self._clients:
+            oldest = next(iter(self._clients.values()))
+            if now - oldest.last_seen < self.idle_seconds:
+                return
+            del self._clients[oldest.mac]
 
     def get(self, mac: str) -> ClientRecord | None:
         with self._lock:
@@ -164,6 +200,15 @@ class ClientRecords:
             record = self._clients.get(normalize_mac(mac))
             return record.as_dict() if record is not None else None
 
-    def snapshot(self) -> list[dict[str, Any]]:
+    def __len__(self) -> int:
         with self._lock:
-            return [r.as_dict() for r in sorted(self._clients.values(), key=lambda r: r.mac)]
+            return len(self._clients)
+
+    def snapshot(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Copies of the records in MAC order, `limit` of them from `offset` on (a page of
+        /api/clients: only the page is copied and serialized)."""
+        with self._lock:
+            self._expire(time.time())
+            macs = sorted(self._clients)
+            end = None if limit is None else offset + limit
+            return [self._clients[mac].as_dict() for mac in macs[offset:end]]

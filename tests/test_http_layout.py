@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,28 @@ async def test_no_free_port_raises_and_leaves_nothing_running(tmp_path: Path, la
             await http.start("127.0.0.1", [taken.getsockname()[1]])
     await http.close()
     assert not [t for t in threading.enumerate() if t.name == "netboot-http"]
+
+
+async def test_api_clients_is_paged(tmp_path: Path) -> None:
+    """Issue 12: 5,000 clients made /api/clients a 42 MB answer; now a page of at most
+    CLIENTS_PAGE_MAX records, the total in X-Total-Count."""
+    app = make_app(tmp_path, None)
+    for i in range(250):
+        app.records.event(f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}", "script")
+    http = HttpServer(app.build)
+    port = await http.start("127.0.0.1", [0])
+
+    def get(path: str) -> tuple[Any, str | None]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return json.load(response), response.headers.get("X-Total-Count")
+
+    try:
+        first, total = await asyncio.to_thread(get, "/api/clients")
+        assert len(first) == 100 and total == "250"
+        last, _ = await asyncio.to_thread(get, "/api/clients?offset=200&limit=5000")
+        assert [r["mac"] for r in last] == [f"02:00:00:00:00:{i:02x}" for i in range(200, 250)]
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            await asyncio.to_thread(get, "/api/clients?limit=many")
+        assert bad.value.code == 400
+    finally:
+        await http.close()

@@ -89,7 +89,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "http_port": Key(int, 80, _port, "HTTP port; 0 picks a free one"),
         "http_fallback_port": Key(int, 8080, _port, "HTTP port tried when http_port is taken"),
         "tftp_port": Key(int, 69, _port, "TFTP port (0 disables TFTP)"),
-        "tftp_max_transfers": Key(int, 100, _positive, "concurrent TFTP transfers"),
+        "tftp_max_transfers": Key(int, 500, _positive, "concurrent TFTP transfers in all"),
+        "tftp_max_per_client": Key(int, 8, _positive, "concurrent TFTP transfers per client IP"),
+        "max_clients": Key(
+            int, 10000, _positive, "client records kept (least recently seen dropped first)"
+        ),
+        "client_idle_seconds": Key(
+            int, 604800, _positive, "a client record unseen this long is dropped"
+        ),
         "dhcp": Key(str, "proxy", _one_of("proxy", "full", "off"), "DHCP mode"),
         "dhcp_port": Key(int, 67, _port, "DHCP server port (tests use others)"),
         "proxy_port": Key(int, 4011, _port, "PXE proxyDHCP port"),

@@ -105,7 +105,11 @@ class NetbootServer:
         self.interface = interface
         self.server_ip = server_ip
         self.metrics = ServerMetrics()
-        self.records = ClientRecords(on_event=self.metrics.boot_timer)
+        self.records = ClientRecords(
+            on_event=self.metrics.boot_timer,
+            max_clients=config.server.max_clients,
+            idle_seconds=config.server.client_idle_seconds,
+        )
         self.started = time.time()
         self.http: HttpServer | HttpServerThread | None = None
         self.app: NetbootApp | None = None
@@ -242,6 +246,7 @@ class NetbootServer:
             self.records,
             max_blksize=mtu - 32,
             max_transfers=self.config.server.tftp_max_transfers,
+            max_per_client=self.config.server.tftp_max_per_client,
         )
         # Bound to the advertised address so replies come from the address the client asked
         # (a multi-homed host would otherwise pick a source by route); 0.0.0.0 when that

@@ -405,8 +405,7 @@ async def test_garbage_is_counted_and_next_request_served(server: TftpServer, ro
         b"\x00",
         b"\x00\x09whatever\x00octet\x00",  # unknown opcode
         b"\x00\x01two-blocks.bin",  # truncated RRQ: no terminators
-        b"\x00\x01two-blocks.bin\x00octet\x00blksize\x00",  # option without value
-        b"\x00\x01\xff\xfe\x00octet\x00",  # not ASCII
+        b"\x00\x01\x00octet\x00",  # no filename
         b"\x00\x03\x00\x01data to the listening port",
         b"\x00\x04\x00\x01",
     ]
@@ -420,6 +419,36 @@ async def test_garbage_is_counted_and_next_request_served(server: TftpServer, ro
     assert data == (root / "two-blocks.bin").read_bytes()
     assert server.stats["malformed"] == len(garbage)
     await until(lambda: server.stats["completed"] == 1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [b"blksize\x00", b"multicast\x00\x00", b"multicast\x00\x00blksize\x001468\x00"],
+    ids=["option without value", "RFC 2090 multicast", "multicast and blksize"],
+)
+async def test_options_tftpy_rejected_are_ignored_and_the_file_sent(
+    server: TftpServer, root: Path, options: bytes
+):
+    """Issue 12: tftpy's decoder rejected these RRQs and the client got silence; RFC 2347
+    says ignore the option. blksize 1468 alone is acknowledged in an OACK."""
+    async with RawClient() as client:
+        client.send(rrq("two-blocks.bin") + options, server.port)
+        packet, tid = await client.recv()
+        if packet[:2] == b"\x00\x06":
+            assert oack_options(packet) == {"blksize": "1468"}
+            client.send(ack(0), tid)
+            packet, _ = await client.recv()
+            assert packet[:4] == b"\x00\x03\x00\x01" and len(packet) == 4 + 1024
+        else:
+            data = await fetch_raw(client, server.port, packet, tid)
+            assert data == (root / "two-blocks.bin").read_bytes()
+
+
+async def test_non_ascii_name_gets_an_error_not_silence(server: TftpServer):
+    async with RawClient() as client:
+        client.send(rrq(b"\xff\xfe-caf\xc3\xa9"), server.port)
+        packet, _ = await client.recv()
+    assert parse(packet)[:2] == (5, 1)  # ERROR 1, file not found
 
 
 async def test_unknown_mode_refused(server: TftpServer):
@@ -455,13 +484,50 @@ async def test_gives_up_after_retries(root: Path, records: ClientRecords):
     try:
         async with RawClient() as client:
             client.send(rrq("two-blocks.bin"), server.port)
+            _, tid = await client.recv()
+            client.send(ack(1), tid)  # the client answers once, then goes away
             copies = [parse((await client.recv())[0])[:2] for _ in range(3)]
-            assert copies == [(3, 1)] * 3
+            assert copies == [(3, 2)] * 3
             assert await client.silent(0.4)
         assert server.stats["timeouts"] == 1
         assert not server._transfers
         record = records.get(MAC)
         assert record is not None and record.kinds() == ["tftp-failed"]
+    finally:
+        await server.close()
+
+
+async def test_never_acknowledged_transfer_ends_early_and_quietly(
+    root: Path, records: ClientRecords
+):
+    """A client that never ACKs the first packet (a scan, a spoofed RRQ) costs two sends,
+    not `retries`, and leaves no record behind."""
+    server = await started(root, records, timeout=0.1, retries=5)
+    try:
+        async with RawClient() as client:
+            client.send(rrq("two-blocks.bin"), server.port)
+            copies = [parse((await client.recv())[0])[:2] for _ in range(2)]
+            assert copies == [(3, 1)] * 2
+            assert await client.silent(0.4)
+        assert server.stats["no_first_ack"] == 1 and not server._transfers
+        record = records.get(MAC)
+        assert record is None or "tftp-failed" not in record.kinds()
+    finally:
+        await server.close()
+
+
+async def test_icmp_port_unreachable_ends_the_transfer(root: Path):
+    """The client closes its port mid-transfer: the kernel's ICMP port unreachable, answered
+    to the first retransmission, ends it (before, it took all the retries' timeouts)."""
+    server = await started(root, timeout=0.3, retries=50)
+    try:
+        async with RawClient() as client:
+            client.send(rrq("two-blocks.bin"), server.port)
+            _, tid = await client.recv()
+            client.send(ack(1), tid)
+            await client.recv()  # DATA 2; the client now closes its socket
+        await until(lambda: server.stats["unreachable"] == 1, limit=5)
+        assert not server._transfers and server.stats["timeouts"] == 0
     finally:
         await server.close()
 
@@ -554,15 +620,79 @@ async def test_full_server_stays_silent_until_a_slot_frees(root: Path):
     try:
         async with RawClient() as first, RawClient() as second:
             first.send(rrq("two-blocks.bin"), server.port)
-            block1, tid = await first.recv()
+            _, tid = await first.recv()
+            first.send(ack(1), tid)  # acknowledged: a live transfer, not an abandoned one
+            block2, _ = await first.recv()
             second.send(rrq("two-blocks.bin"), server.port)
             assert await second.silent(0.5)
             assert server.stats["busy"] == 1
-            await fetch_raw(first, server.port, block1, tid)
+            await fetch_raw(first, server.port, block2, tid)
             await until(lambda: not server._transfers)
             second.send(rrq("two-blocks.bin"), server.port)  # the ROM's retransmission
             again, tid2 = await second.recv()
             data = await fetch_raw(second, server.port, again, tid2)
         assert data == (root / "two-blocks.bin").read_bytes()
     finally:
+        await server.close()
+
+
+async def abandon_rrqs(sockets: list, port: int) -> None:
+    """Send an RRQ from every socket and never read or ACK (the sockets stay open, so no
+    ICMP tells the server either)."""
+    loop = asyncio.get_running_loop()
+    for i, sock in enumerate(sockets):
+        await loop.sock_sendto(sock, rrq("ipxe/undionly.kpxe", blksize=1468), ("127.0.0.1", port))
+        if i % 20 == 19:
+            await asyncio.sleep(0.02)  # within the listener's receive buffer
+
+
+def loopback_sockets(count: int, per_address: int) -> list:
+    """UDP sockets on 127.0.1.x (all of 127/8 is local): `per_address` on each address."""
+    import socket
+
+    sockets = []
+    for i in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind((f"127.0.1.{i // per_address + 1}", 0))
+        sockets.append(sock)
+    return sockets
+
+
+async def test_abandoned_requests_never_lock_out_a_real_client(root: Path, tmp_path: Path):
+    """Issue 12: 100 RRQs never acknowledged filled tftp_max_transfers and every other
+    client was refused for 8-10 s. Now 300 abandoned RRQs from 150 addresses pend against a
+    cap of 100, and tftp-hpa still fetches at once (the oldest unacknowledged one makes
+    room), with every transfer still pending when it does."""
+    server = await started(root, max_transfers=100, timeout=30.0)
+    sockets = loopback_sockets(300, per_address=2)
+    try:
+        await abandon_rrqs(sockets, server.port)
+        await until(lambda: len(server._transfers) == 100, limit=10)
+        await tftp_hpa_get(server.port, "ipxe/undionly.kpxe", tmp_path / "got")
+        assert same(tmp_path / "got", root / "ipxe" / "undionly.kpxe")
+        # RRQs past the cap evicted the oldest unacknowledged transfer (or, while all slots
+        # were still opening their files, were dropped for the ROM to retransmit)
+        assert server.stats["evicted_unacknowledged"] >= 100
+        assert server.stats["completed"] == 1
+    finally:
+        for sock in sockets:
+            sock.close()
+        await server.close()
+
+
+async def test_one_address_gets_at_most_max_per_client_transfers(root: Path, tmp_path: Path):
+    """Per-client limit: a ninth RRQ from one address is dropped silently (counted); other
+    addresses are served."""
+    server = await started(root, max_per_client=8, timeout=30.0)
+    sockets = loopback_sockets(9, per_address=9)
+    try:
+        await abandon_rrqs(sockets, server.port)
+        await until(lambda: server.stats["busy_client"] == 1, limit=10)
+        assert len(server._transfers) + len(server._starting) == 8
+        await tftp_hpa_get(server.port, "ipxe/undionly.kpxe", tmp_path / "got")
+        assert same(tmp_path / "got", root / "ipxe" / "undionly.kpxe")
+    finally:
+        for sock in sockets:
+            sock.close()
         await server.close()

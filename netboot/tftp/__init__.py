@@ -7,15 +7,17 @@ offered as one module (tests decode with the same codec the server uses).
 
 from netboot.tftp.options import MAX_BLKSIZE, MIN_BLKSIZE, Negotiated, negotiate
 from netboot.tftp.server import TftpServer
-from netboot.tftp.wire import _codec, error_packet, oack_packet
+from netboot.tftp.wire import ReadRequest, _codec, error_packet, oack_packet, parse_rrq
 
 __all__ = [
     "MAX_BLKSIZE",
     "MIN_BLKSIZE",
     "Negotiated",
+    "ReadRequest",
     "TftpServer",
     "_codec",
     "error_packet",
     "negotiate",
     "oack_packet",
+    "parse_rrq",
 ]

@@ -48,7 +48,7 @@ def negotiate(
         except ValueError:
             continue
         if name == "blksize" and value >= MIN_BLKSIZE:
-            result.blksize = min(value, max_blksize, MAX_BLKSIZE)
+            result.blksize = min(value, max(max_blksize, MIN_BLKSIZE), MAX_BLKSIZE)
             result.acknowledged["blksize"] = str(result.blksize)
         elif name == "tsize" and value >= 0 and size is not None:
             result.acknowledged["tsize"] = str(size)

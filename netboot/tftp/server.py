@@ -16,10 +16,9 @@ import os
 import time
 from pathlib import Path
 
-from tftpy.TftpPacketTypes import TftpPacketRRQ
-
 from netboot.datagram import Address, DatagramEndpoint, open_endpoint
 from netboot.paths import UnsafePath, confine
+from netboot.ratelimit import limited
 from netboot.records import ClientRecords
 from netboot.tftp.options import MAX_BLKSIZE, MIN_BLKSIZE, negotiate
 from netboot.tftp.transfer import NotAFile, Transfer, TransferRequest, open_regular
@@ -29,11 +28,14 @@ from netboot.tftp.wire import (
     ERR_NOT_FOUND,
     OP_RRQ,
     OP_WRQ,
+    MalformedRequest,
+    ReadRequest,
     error_packet,
     opcode,
     parse_rrq,
     request_filename,
 )
+from netboot.untrusted import for_log
 
 log = logging.getLogger("netboot.tftp")
 
@@ -49,10 +51,12 @@ class TftpServer:
         timeout: float = 2.0,
         retries: int = 5,
         max_blksize: int = MAX_BLKSIZE,
-        max_transfers: int = 100,
+        max_transfers: int = 500,
+        max_per_client: int = 8,
     ) -> None:
         self.root = Path(root)
         self.max_transfers = max_transfers
+        self.max_per_client = max_per_client
         self.records = records
         self.timeout = timeout
         self.retries = retries
@@ -61,7 +65,7 @@ class TftpServer:
         self._host = "0.0.0.0"
         self._listener: DatagramEndpoint | None = None
         self._transfers: set[Transfer] = set()
-        self._starting: set[asyncio.Task[None]] = set()
+        self._starting: dict[asyncio.Task[None], str] = {}  # task -> client IP
 
     async def start(self, host: str, port: int) -> None:
         self._host = host
@@ -97,12 +101,12 @@ class TftpServer:
             self._refuse(client, request_filename(data), ERR_ACCESS, "write request", logging.INFO)
             return
         if kind != OP_RRQ:
-            self._malformed(client, f"opcode {kind}")
+            self._malformed(client, f"opcode {kind}", "opcode")
             return
         try:
             request = parse_rrq(data)
-        except Exception as exc:  # tftpy raises TftpException, struct.error, Unicode...
-            self._malformed(client, f"bad RRQ: {exc}")
+        except MalformedRequest as exc:
+            self._malformed(client, str(exc), exc.reason)
             return
         if request.mode not in ("octet", "netascii"):
             self._refuse(client, request.filename, ERR_ILLEGAL, f"mode {request.mode!r}")
@@ -114,17 +118,40 @@ class TftpServer:
             return
         for transfer in same_port:
             transfer.close()  # the client started over from the same port
-        if len(self._transfers) + len(self._starting) >= self.max_transfers:
+        if not self._room_for(client[0]):
             # Full: stay silent like dnsmasq (tftp-max), so the client's own retransmission
             # of the RRQ gets it served a moment later; an ERROR would abort its boot.
-            self.stats["busy"] += 1
-            log.debug("tftp busy: %d transfers, dropped RRQ from %s", self.max_transfers, client)
             return
         task = asyncio.get_running_loop().create_task(self._begin(request, data, client))
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+        self._starting[task] = client[0]
+        task.add_done_callback(self._task_done)
 
-    async def _begin(self, request: TftpPacketRRQ, raw: bytes, client: Address) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._starting.pop(task, None)
+
+    def _room_for(self, ip: str) -> bool:
+        """May a transfer to `ip` start? At most max_per_client per IP; when all
+        max_transfers are taken, the oldest transfer still waiting for its first ACK (most
+        likely abandoned: a real client answers within milliseconds) makes room."""
+        mine = sum(t.client[0] == ip for t in self._transfers)
+        mine += sum(other == ip for other in self._starting.values())
+        if mine >= self.max_per_client:
+            self.stats["busy_client"] += 1
+            limited(log)("busy_client", logging.INFO, "tftp: %s has %d transfers open", ip, mine)
+            return False
+        if len(self._transfers) + len(self._starting) < self.max_transfers:
+            return True
+        waiting = [t for t in self._transfers if t.awaiting_first_ack]
+        if waiting:
+            oldest = min(waiting, key=lambda t: t.request.started)
+            self.stats["evicted_unacknowledged"] += 1
+            oldest.close()
+            return True
+        self.stats["busy"] += 1
+        limited(log)("busy", logging.WARNING, "tftp busy: %d transfers", self.max_transfers)
+        return False
+
+    async def _begin(self, request: ReadRequest, raw: bytes, client: Address) -> None:
         started = time.monotonic()
         name = request.filename
         try:
@@ -161,7 +188,8 @@ class TftpServer:
             raise
         accepted = TransferRequest(client, name, raw, netascii, started, size)
         transfer = Transfer(self, endpoint, accepted, fd, options, self.retries)
-        self._transfers.add(transfer)
+        self._starting.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+        self._transfers.add(transfer)  # counted once: no longer starting, now transferring
         self.stats["transfers"] += 1
         log.debug("tftp %s to %s:%s options %s", name, *client, options.acknowledged)
         transfer.start()
@@ -170,14 +198,29 @@ class TftpServer:
         self, client: Address, name: str, code: int, reason: str, level: int = logging.WARNING
     ) -> None:
         self.stats["refused"] += 1
-        log.log(level, "tftp refused %r to %s:%s: %s", name, *client[:2], reason)
+        limited(log)(
+            f"refused_{code}",
+            level,
+            "tftp refused %s to %s:%s: %s",
+            for_log(name),
+            *client[:2],
+            for_log(reason),
+        )
         if self._listener is not None:
             self._listener.send(error_packet(code), client)
         self.record("tftp-refused", client, file=name, reason=reason)
 
-    def _malformed(self, client: Address, reason: str) -> None:
+    def _malformed(self, client: Address, detail: str, reason: str) -> None:
+        """Dropped without an answer, counted as `malformed` and `malformed_<reason>`."""
         self.stats["malformed"] += 1
-        log.debug("tftp: dropped packet from %s:%s: %s", *client[:2], reason)
+        self.stats[f"malformed_{reason}"] += 1
+        limited(log)(
+            f"malformed_{reason}",
+            logging.INFO,
+            "tftp: dropped packet from %s:%s: %s",
+            *client[:2],
+            for_log(detail),
+        )
 
     def progress(self) -> list[dict[str, object]]:
         """The transfers under way (call on the server's loop, which owns them)."""

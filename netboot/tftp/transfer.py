@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from netboot.datagram import Address, DatagramEndpoint
+from netboot.ratelimit import limited
 from netboot.tftp.options import Negotiated
 from netboot.tftp.wire import (
     ERR_NOT_FOUND,
@@ -31,10 +32,12 @@ from netboot.tftp.wire import (
     error_packet,
     oack_packet,
 )
+from netboot.untrusted import for_log
 
 log = logging.getLogger("netboot.tftp")
 
 READ_CHUNK = 256 * 1024
+FIRST_ACK_TRIES = 2  # a client that never acknowledges our first packet is given up early
 
 
 class TransferHost(Protocol):
@@ -151,6 +154,8 @@ class Transfer:
 
     def start(self) -> None:
         self.endpoint.handler = self.on_packet
+        self.endpoint.on_error = self.on_socket_error
+        self.endpoint.report_icmp_errors()
         self._refill()
         self._pump()
 
@@ -194,13 +199,32 @@ class Transfer:
         self.close()
 
     def _fail(self, stat_key: str, reason: str, quiet: bool = False) -> None:
-        """End the transfer; quiet for the tsize probe PXE ROMs abort on purpose."""
+        """End the transfer; quiet (one info line, no record) for the tsize probe PXE ROMs
+        abort on purpose. Otherwise logged at most once a minute per kind of ending (a flood
+        of abandoned RRQs is one line) and recorded unless nobody ever answered."""
         self.stats[stat_key] += 1
         level = logging.INFO if quiet else logging.WARNING
-        log.log(level, "tftp %s to %s:%s ended: %s", self.name, *self.client, reason)
-        if not quiet:
-            self.host.record("tftp-failed", self.client, file=self.name, reason=reason)
+        if quiet:
+            log.info("tftp %s to %s:%s ended: %s", for_log(self.name), *self.client, reason)
+        else:
+            limited(log)(
+                f"ended_{stat_key}",
+                level,
+                "tftp %s to %s:%s ended: %s",
+                for_log(self.name),
+                *self.client,
+                reason,
+            )
+            if stat_key != "no_first_ack":
+                self.host.record("tftp-failed", self.client, file=self.name, reason=reason)
         self.close()
+
+    def on_socket_error(self, exc: Exception) -> None:
+        """ICMP port unreachable: the client has closed its port, nobody will ACK."""
+        if not self.done and isinstance(exc, ConnectionRefusedError):
+            # before the first ACK it is a ROM closing its tsize probe's port: quiet
+            quiet = self.awaiting_first_ack
+            self._fail("unreachable", "client port unreachable (ICMP)", quiet)
 
     # -- data ------------------------------------------------------------------------------
 
@@ -285,6 +309,10 @@ class Transfer:
             self._timer = self._loop.call_at(self._deadline, self._on_timer)
             return
         self._tries += 1
+        if self.awaiting_first_ack and self._tries >= min(FIRST_ACK_TRIES, self.retries):
+            # nobody is listening (a scan, a spoofed RRQ, a client that gave up): quiet
+            self._fail("no_first_ack", f"no ACK of the first packet after {self._tries} tries")
+            return
         if self._tries >= self.retries:
             self._fail("timeouts", f"no ACK for block {self._base} after {self._tries} tries")
             return

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
+from netboot.dhcp import full
 from netboot.dhcp.packet import ACK, NAK, OFFER, parse_reply
 from netboot.dhcp.sockets import open_udp_socket
 from testbed.bridge_lan import SERVER_IP, BridgeLan
@@ -294,3 +296,46 @@ async def test_malformed_packets_are_counted_and_survived(
         assert server.stats["malformed"] >= 3 and server.stats["errors"] == 0, server.stats
         assert await discover_and_request(sock, client.mac) == "10.99.0.50"
         sock.close()
+
+
+# -- hostile load (issue 12) ----------------------------------------------------------
+
+FLOOD = 50
+
+
+def made_up_mac(i: int) -> str:
+    return f"02:66:00:00:{i // 256:02x}:{i % 256:02x}"
+
+
+async def test_flood_of_bare_discovers_neither_locks_the_pool_nor_floods_the_log(
+    bridge_lan: BridgeLan,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bare DISCOVERs from made-up MACs no longer lock a pool for 60 s (OFFER_HOLD_SECONDS),
+    and its exhaustion is one log line, not one per packet."""
+    monkeypatch.setattr(full, "OFFER_MIN_HOLD_SECONDS", 0.5)  # 3 s in production
+    caplog.set_level(logging.INFO, logger="netboot.dhcp.full")
+    flooder, real = bridge_lan.client("flooder"), bridge_lan.client("real")
+    config = full_config(tmp_path, "10.99.0.50", "10.99.0.51")
+    async with serving(bridge_lan, config) as server:
+        sock = client_socket(flooder)
+        loop = asyncio.get_running_loop()
+        for i in range(FLOOD):  # DISCOVER and never REQUEST, each from a new MAC
+            payload, _ = request_packet(made_up_mac(i), "discover")
+            await loop.sock_sendto(sock, payload, ("255.255.255.255", 67))
+        assert await until(lambda: server.stats["offers"] + server.stats["no_address"] >= FLOOD)
+        assert server.stats["offers"] >= 2 and server.stats["no_address"] >= 1
+        exhausted = [r for r in caplog.records if "no address available" in r.getMessage()]
+        assert len(exhausted) == 1  # not one per packet
+        await asyncio.sleep(0.6)  # the held offers are past their minimum hold
+        real_sock = client_socket(real)
+        payload, xid = request_packet(real.mac, "discover")
+        replies = await exchange(real_sock, payload, xid)
+        assert replies, "a real client was locked out by offers nobody requested"
+        bootp, options = parse_reply(replies[0])
+        assert options[53] == OFFER and bootp.yiaddr in ("10.99.0.50", "10.99.0.51")
+        assert server.stats["offers_reclaimed"] >= 1
+        for s in (sock, real_sock):
+            s.close()

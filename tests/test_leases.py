@@ -160,3 +160,17 @@ async def test_stale_temp_files_of_an_interrupted_write_are_removed(tmp_path: Pa
 def test_client_key_prefers_option_61() -> None:
     assert client_key(b"\x01\x52\x54\x00\x00\x00\x01", "52:54:00:00:00:01") == "id:01525400000001"
     assert client_key(None, "52:54:00:00:00:01") == "mac:52:54:00:00:00:01"
+
+
+def test_reclaim_takes_the_oldest_offer_of_another_client_past_its_minimum_hold(
+    tmp_path: Path,
+) -> None:
+    store = LeaseStore(tmp_path / "leases.json")
+    store.hold_offer("a", "10.0.0.1", 100.0)
+    store.hold_offer("b", "10.0.0.2", 105.0)
+    store.hold_offer("me", "10.0.0.3", 90.0)
+    assert store.reclaim_offer("me", 50.0, 99.0) is None  # both too fresh
+    assert store.reclaim_offer("me", 50.0, 110.0) == "10.0.0.1"  # oldest first
+    assert store.reclaim_offer("me", 50.0, 110.0) == "10.0.0.2"
+    assert store.reclaim_offer("me", 50.0, 110.0) is None  # never its own offer
+    assert store.offer_of("me", 50.0) is not None

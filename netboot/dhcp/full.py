@@ -49,14 +49,16 @@ from netboot.dhcp.probe import ArpProber
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.dhcp.sockets import SERVER_PORT
 from netboot.errors import UserError
+from netboot.ratelimit import limited
 from netboot.records import ClientRecords
 
 log = logging.getLogger("netboot.dhcp.full")
 
-OFFER_HOLD_SECONDS = 60.0  # an offered address waits this long for the client's REQUEST
+# An offered address waits this long for the client's REQUEST (clients ask within seconds);
+# when the pool runs dry, an offer older than OFFER_MIN_HOLD_SECONDS is reclaimed first.
+OFFER_HOLD_SECONDS, OFFER_MIN_HOLD_SECONDS = 15.0, 3.0
 MAX_PROBES_PER_DISCOVER = 3  # bounds the time one DISCOVER can take (each probe <= 0.5 s)
 MAX_PENDING = 256  # requests being decided at once; more are dropped (a flood, not a LAN)
-EXHAUSTED_LOG_EVERY = 60.0  # seconds between "no address" warnings for one client
 HANDLED = (DISCOVER, REQUEST, DECLINE, RELEASE, INFORM)
 
 
@@ -96,7 +98,6 @@ class FullDhcpServer:
         self._proxy: ProxyDhcpServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._client_locks = ClientLocks()
-        self._exhausted_logged: dict[str, float] = {}
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -211,8 +212,13 @@ class FullDhcpServer:
                 self._endpoint.send(*reply)
         except Exception:
             self.stats["errors"] += 1
-            log.exception(
-                "error answering %s from %s", MESSAGE_NAMES.get(request.msg_type), request.mac
+            limited(log)(
+                "answer_error",
+                logging.ERROR,
+                "error answering %s from %s",
+                MESSAGE_NAMES.get(request.msg_type),
+                request.mac,
+                exc_info=True,
             )
 
     async def _answer(self, request: DhcpRequest, key: str) -> Reply | None:
@@ -256,6 +262,10 @@ class FullDhcpServer:
                     client.mac,
                 )
             address = choice.address
+            if address is None and self._reclaim_offer(client):
+                self.stats["offers_reclaimed"] += 1
+                choice = allocator.choose(self.pool, self.leases, client, time.time(), tried)
+                address = choice.address
             if address is None:
                 self._log_exhausted(client)
                 return None
@@ -282,17 +292,21 @@ class FullDhcpServer:
         self.stats["offers"] += 1
         return self._lease_reply(request, OFFER, str(address), "dhcp-offer")
 
+    def _reclaim_offer(self, client: Client) -> bool:
+        now, made_before = time.time(), OFFER_HOLD_SECONDS - OFFER_MIN_HOLD_SECONDS
+        return self.leases.reclaim_offer(client.key, now, now + made_before) is not None
+
     def _log_exhausted(self, client: Client) -> None:
+        """Counted per packet, logged at most once a minute whoever asks (a flood of new
+        MACs would otherwise write a line each)."""
         self.stats["no_address"] += 1
-        now = time.monotonic()
-        last = self._exhausted_logged.get(client.key, -EXHAUSTED_LOG_EVERY)
-        if now - last >= EXHAUSTED_LOG_EVERY:
-            self._exhausted_logged[client.key] = now
-            log.warning(
-                "no address available for %s: pool %s is exhausted",
-                client.mac,
-                self.pool.describe(),
-            )
+        limited(log)(
+            "no_address",
+            logging.WARNING,
+            "no address available for %s: pool %s is exhausted",
+            client.mac,
+            self.pool.describe(),
+        )
         self.records.event(client.mac, "dhcp-no-address", pool=self.pool.describe())
 
     # --- REQUEST ----------------------------------------------------------------------

@@ -264,6 +264,21 @@ class LeaseStore:
         self.drop_offer(client)
         self._offers[address] = Offer(client, address, until)
 
+    def reclaim_offer(self, client: str, now: float, held_until_at_most: float) -> str | None:
+        """Take back the pending offer of another client made longest ago, if it expires by
+        `held_until_at_most` (the pool ran dry: an OFFER nobody REQUESTed must not keep a
+        real client out, but one made a moment ago may still be answered); its address."""
+        pending = [
+            o
+            for o in self._offers.values()
+            if o.client != client and now < o.until <= held_until_at_most
+        ]
+        if not pending:
+            return None
+        oldest = min(pending, key=lambda offer: offer.until)
+        del self._offers[oldest.address]
+        return oldest.address
+
     def drop_offer(self, client: str) -> None:
         for address in [a for a, o in self._offers.items() if o.client == client]:
             del self._offers[address]

@@ -42,3 +42,26 @@ def test_image_without_initramfs_gets_standalone_initrd(served: Served) -> None:
     assert "init" in unpacked.split()
     assert any(name.endswith("/virtio_net.ko") for name in unpacked.split()), unpacked[:2000]
     assert any(name.endswith("/squashfs.ko") for name in unpacked.split())
+
+
+@pytest.mark.root  # netboot image
+def test_kernel_without_modules_dep_gets_depmod_in_the_overlay(served: Served) -> None:
+    """Issue 12: a chroot whose kernel has no modules.dep (depmod never ran) ended in a
+    traceback from standalone.modules_dir; now depmod -b runs in the build overlay, the
+    source tree stays as it was."""
+    kernel = cloud_kernel()
+    tree = make_chroot(served.base / "nodep", kernels=False)
+    (tree / "boot").mkdir(exist_ok=True)
+    shutil.copy2(kernel.vmlinuz, tree / "boot" / f"vmlinuz-{kernel.version}")
+    modules = tree / "lib" / "modules" / kernel.version
+    shutil.copytree(kernel.modules, modules, symlinks=True)
+    for generated in modules.glob("modules.*"):
+        if generated.name not in ("modules.order", "modules.builtin"):
+            generated.unlink()
+    result = served.image("-m=-comp gzip", "nodep")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ran depmod -b" in result.stderr
+    assert f"built standalone.img for {kernel.version}" in result.stderr
+    assert not (modules / "modules.dep").exists()  # the source is not written to
+    assert (served.current("nodep") / layout.STANDALONE_INITRD).is_file()

@@ -22,7 +22,7 @@ from netboot.image.progress import Progress
 from netboot.image.signals import DeferredInterrupts
 from netboot.image.sources import Source
 from netboot.image.squash import SquashResult, mksquashfs
-from netboot.image.standalone import build_standalone
+from netboot.image.standalone import build_standalone, ensure_modules_dep
 
 WORK_DIR = "work"
 EXCLUDE_FILE = "excludes"
@@ -130,6 +130,12 @@ def _standalone_initrd(tree: Path, kernel: KernelInfo, staging: Path, name: str)
             file=sys.stderr,
         )
         return
+    if ensure_modules_dep(tree, kernel.version):  # in the build overlay, not the source
+        print(
+            f"netboot image: {name}: lib/modules/{kernel.version} had no modules.dep:"
+            " ran depmod -b for the standalone initramfs",
+            file=sys.stderr,
+        )
     build_standalone(tree, kernel.version, staging / layout.STANDALONE_INITRD)
     print(
         f"netboot image: {name}: no initramfs in the image: built {layout.STANDALONE_INITRD}"

@@ -102,6 +102,24 @@ def modules_dir(tree: Path, version: str) -> Path:
     raise InitrdError(f"no lib/modules/{version}/modules.dep in {tree}")
 
 
+def ensure_modules_dep(tree: Path, version: str) -> bool:
+    """Run `depmod -b` in the tree when lib/modules/VER has modules but no modules.dep (a
+    chroot where depmod never ran); True if it ran. InitrdError (one line) if it fails."""
+    directories = [tree / base / version for base in ("lib/modules", "usr/lib/modules")]
+    if any((d / "modules.dep").is_file() for d in directories):
+        return False
+    try:
+        result = subprocess.run(
+            ["depmod", "-b", str(tree), version], capture_output=True, text=True, check=False
+        )
+    except OSError as exc:
+        raise InitrdError(f"lib/modules/{version} has no modules.dep: depmod: {exc}") from None
+    if result.returncode != 0 or not any((d / "modules.dep").is_file() for d in directories):
+        detail = (result.stderr.strip().splitlines() or ["no modules.dep written"])[-1]
+        raise InitrdError(f"lib/modules/{version} has no modules.dep: depmod -b: {detail}")
+    return True
+
+
 def read_modules_dep(directory: Path) -> dict[str, Module]:
     modules: dict[str, Module] = {}
     for line in (directory / "modules.dep").read_text().splitlines():

@@ -22,6 +22,10 @@ def confine(root: Path, requested: str) -> Path:
     """
     if "\x00" in requested:
         raise UnsafePath("NUL byte in path")
+    try:
+        os.fsencode(requested)
+    except UnicodeEncodeError:  # a lone surrogate no file name can hold (found by hypothesis)
+        raise UnsafePath("not a file name the file system can hold") from None
     name = requested.replace("\\", "/").lstrip("/")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):

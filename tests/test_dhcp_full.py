@@ -325,7 +325,11 @@ async def test_flood_of_bare_discovers_neither_locks_the_pool_nor_floods_the_log
         for i in range(FLOOD):  # DISCOVER and never REQUEST, each from a new MAC
             payload, _ = request_packet(made_up_mac(i), "discover")
             await loop.sock_sendto(sock, payload, ("255.255.255.255", 67))
-        assert await until(lambda: server.stats["offers"] + server.stats["no_address"] >= FLOOD)
+
+        def all_answered() -> bool:
+            return server.stats["offers"] + server.stats["no_address"] >= FLOOD
+
+        assert await until(all_answered, within=30), server.stats
         assert server.stats["offers"] >= 2 and server.stats["no_address"] >= 1
         exhausted = [r for r in caplog.records if "no address available" in r.getMessage()]
         assert len(exhausted) == 1  # not one per packet

@@ -124,7 +124,7 @@ async def test_pool_of_ten_with_twelve_clients(
         assert server.stats["no_address"] >= 2 and server.stats["errors"] == 0
         assert server.stats["probes"] == 10
     refused = [r.getMessage() for r in caplog.records if "no address available" in r.getMessage()]
-    assert len(refused) == 2
+    assert len(refused) == 1  # one line a minute in all, however many clients are refused
     assert len(saved_leases(tmp_path)) == 10
 
 

@@ -191,7 +191,7 @@ class TftpServer:
         self._starting.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
         self._transfers.add(transfer)  # counted once: no longer starting, now transferring
         self.stats["transfers"] += 1
-        log.debug("tftp %s to %s:%s options %s", name, *client, options.acknowledged)
+        log.debug("tftp %s to %s:%s options %s", for_log(name), *client, options.acknowledged)
         transfer.start()
 
     def _refuse(

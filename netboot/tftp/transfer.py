@@ -180,7 +180,7 @@ class Transfer:
         self.stats["bytes"] += size
         log.info(
             "tftp sent %s to %s:%s: %d bytes, blksize %d, window %d, %.3f s, %.1f MB/s",
-            self.name,
+            for_log(self.name),
             *self.client,
             size,
             blksize,
@@ -213,7 +213,7 @@ class Transfer:
                 "tftp %s to %s:%s ended: %s",
                 for_log(self.name),
                 *self.client,
-                reason,
+                for_log(reason, 160),
             )
             if stat_key != "no_first_ack":
                 self.host.record("tftp-failed", self.client, file=self.name, reason=reason)
@@ -328,7 +328,9 @@ class Transfer:
             return
         if addr[:2] != self.client[:2]:
             self.stats["wrong_tid"] += 1
-            log.debug("tftp: packet from unknown TID %s:%s during %s", *addr[:2], self.name)
+            log.debug(
+                "tftp: packet from unknown TID %s:%s during %s", *addr[:2], for_log(self.name)
+            )
             if data[:2] != b"\x00\x05":  # never answer an ERROR with an ERROR
                 self.endpoint.send(error_packet(ERR_UNKNOWN_TID), addr)
             return

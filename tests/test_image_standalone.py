@@ -58,7 +58,7 @@ def test_kernel_without_modules_dep_gets_depmod_in_the_overlay(served: Served) -
     for generated in modules.glob("modules.*"):
         if generated.name not in ("modules.order", "modules.builtin"):
             generated.unlink()
-    result = served.image("-m=-comp gzip", "nodep")
+    result = served.image("-m=-comp gzip", "nodep", timeout=600)  # ~165 s at load 35
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "ran depmod -b" in result.stderr

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netboot.ratelimit import limited
 from netboot.untrusted import clip, for_log
 
 log = logging.getLogger("netboot.clients")
@@ -142,9 +143,10 @@ class ClientRecords:
         detail = {k: clip(v) if isinstance(v, str) else v for k, v in detail.items()}
         where = f" ip={for_log(ip)}" if ip else ""
         parts = " ".join(f"{k}={for_log(v)}" for k, v in detail.items() if v not in (None, ""))
-        log.info("client %s %s%s %s", for_log(mac or "unknown"), kind, where, parts)
-        if mac is None:
+        if mac is None:  # a machine we never saw: spoofed sources must not flood the log
+            limited(log)("unknown", logging.INFO, "client unknown %s%s %s", kind, where, parts)
             return None
+        log.info("client %s %s%s %s", for_log(mac), kind, where, parts)
         mac = normalize_mac(mac)
         with self._lock:
             record = self._record(mac, now)

@@ -201,7 +201,8 @@ class Transfer:
     def _fail(self, stat_key: str, reason: str, quiet: bool = False) -> None:
         """End the transfer; quiet (one info line, no record) for the tsize probe PXE ROMs
         abort on purpose. Otherwise logged at most once a minute per kind of ending (a flood
-        of abandoned RRQs is one line) and recorded unless nobody ever answered."""
+        of abandoned RRQs is one line) and recorded (a stranger's only as a rate-limited
+        line: records.event)."""
         self.stats[stat_key] += 1
         level = logging.INFO if quiet else logging.WARNING
         if quiet:
@@ -215,8 +216,7 @@ class Transfer:
                 *self.client,
                 for_log(reason, 160),
             )
-            if stat_key != "no_first_ack":
-                self.host.record("tftp-failed", self.client, file=self.name, reason=reason)
+            self.host.record("tftp-failed", self.client, file=self.name, reason=reason)
         self.close()
 
     def on_socket_error(self, exc: Exception) -> None:
@@ -310,7 +310,7 @@ class Transfer:
             return
         self._tries += 1
         if self.awaiting_first_ack and self._tries >= min(FIRST_ACK_TRIES, self.retries):
-            # nobody is listening (a scan, a spoofed RRQ, a client that gave up): quiet
+            # nobody is listening (a scan, a spoofed RRQ, a client that gave up)
             self._fail("no_first_ack", f"no ACK of the first packet after {self._tries} tries")
             return
         if self._tries >= self.retries:

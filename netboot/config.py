@@ -97,6 +97,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "client_idle_seconds": Key(
             int, 604800, _positive, "a client record unseen this long is dropped"
         ),
+        "http_idle_timeout": Key(
+            int, 15, _positive, "seconds an HTTP connection may idle or send its request head"
+        ),
+        "http_max_connections": Key(
+            int, 0, _non_negative, "concurrent HTTP connections (0: open-file limit - 256)"
+        ),
         "dhcp": Key(str, "proxy", _one_of("proxy", "full", "off"), "DHCP mode"),
         "dhcp_port": Key(int, 67, _port, "DHCP server port (tests use others)"),
         "proxy_port": Key(int, 4011, _port, "PXE proxyDHCP port"),
@@ -145,6 +151,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "mksquashfs_params": Key(str, "-comp zstd -Xcompression-level 15 -b 1M"),
         "ionice": Key(str, "", help="command prefix for mksquashfs (default: nice ionice -c3)"),
         "keep_versions": Key(int, 3, _positive, "published versions kept per image"),
+        "in_use_days": Key(
+            int, 30, _non_negative, "never prune a version a client booted this recently"
+        ),
     },
 }
 

@@ -16,6 +16,7 @@ import errno
 import logging
 import shlex
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,8 @@ from netboot import layout
 from netboot.boot import BootPolicy, ipxe
 from netboot.boot.facts import facts_from_query
 from netboot.config import Config
+from netboot.http_guard import CappedListener, protocol_logger, quiet_resource_errors
+from netboot.logsafe import RateLimitedLine
 from netboot.paths import UnsafePath, confine
 from netboot.records import ClientRecords, normalize_mac
 from netboot.web.status import StatusWeb
@@ -66,6 +69,15 @@ def shell_fragment(settings: dict[str, Any]) -> str:
             continue
         lines.append(f"NETBOOT_{key.upper()}={shlex.quote(str(value))}")
     return "\n".join(lines) + "\n"
+
+
+def is_served_file(path: Path) -> bool:
+    """A regular file we can serve; a name the kernel refuses (ENAMETOOLONG, EINVAL) or
+    cannot reach is simply not there (404), never a 500."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 async def _no_stats() -> dict[str, Any]:
@@ -194,11 +206,9 @@ class NetbootApp:
         try:
             path = self._resolve(raw)
         except UnsafePath as exc:
-            log.warning("refused %s from %s: %s", request.path, request.remote, exc)
             self.records.event(None, "http-refused", ip=request.remote, path=raw, reason=str(exc))
             raise web.HTTPForbidden(text="forbidden\n") from None
-        is_file = await asyncio.to_thread(path.is_file)
-        if not is_file:
+        if not await asyncio.to_thread(is_served_file, path):
             raise web.HTTPNotFound(text="not found\n")
         if request.method == "GET":
             self.records.event(
@@ -217,24 +227,52 @@ class NetbootApp:
 class HttpServer:
     """The aiohttp app served on the running loop: bind the first free port of a list.
 
-    Only public aiohttp API: the bound port comes from `AppRunner.addresses` (port 0 picks
-    a free one, which tests use)."""
+    Hostile clients are bounded (netboot/http_guard.py): connections beyond `max_connections`
+    are reset, one idle or sending its request head for longer than `idle_timeout` is
+    closed, and malformed requests are counted rather than logged with a traceback. Port 0
+    picks a free port, which tests use."""
 
-    def __init__(self, app_factory: Callable[[], web.Application]) -> None:
+    def __init__(
+        self,
+        app_factory: Callable[[], web.Application],
+        *,
+        idle_timeout: float = 15,
+        max_connections: int = 1000,
+    ) -> None:
         self.app_factory = app_factory
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
         self.port = 0
+        self.stats: Counter[str] = Counter()
+        self._limiter = RateLimitedLine()
         self._runner: web.AppRunner | None = None
+        self._listener: CappedListener | None = None
 
     async def start(self, host: str, ports: list[int]) -> int:
         """Bind the first free port of `ports`; return it. Raises OSError if none is free."""
-        runner = web.AppRunner(self.app_factory(), access_log=None, handle_signals=False)
+        quiet_resource_errors(asyncio.get_running_loop(), self.stats, self._limiter)
+        runner = web.AppRunner(
+            self.app_factory(),
+            access_log=None,
+            handle_signals=False,
+            logger=protocol_logger(self.stats, self._limiter),
+            # the keep-alive timer also runs from accept() until a request head is complete,
+            # so it bounds idle connections and slow request heads alike
+            keepalive_timeout=self.idle_timeout,
+            handler_cancellation=True,
+            max_line_size=8190,
+            max_field_size=8190,
+            max_headers=64,
+        )
         await runner.setup()
         self._runner = runner
+        assert runner.server is not None
         last: OSError | None = None
+        cap = self.max_connections
         for port in ports:
-            site = web.TCPSite(runner, host, port, reuse_address=True)
+            listener = CappedListener(runner.server, cap, self.stats, self._limiter)
             try:
-                await site.start()
+                self.port = await listener.start(host, port)
             except OSError as exc:
                 last = exc
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
@@ -242,13 +280,15 @@ class HttpServer:
                     continue
                 await self.close()
                 raise
-            addresses = runner.addresses
-            self.port = int(addresses[-1][1]) if addresses else port
+            self._listener = listener
             return self.port
         await self.close()
         raise last or OSError("no HTTP port to try")
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -260,14 +300,18 @@ class HttpServerThread:
     Start and stop are awaited from the main loop; everything aiohttp does happens on the
     HTTP loop. Handlers that need state the main loop owns get it through `on_loop`."""
 
-    def __init__(self, app_factory: Callable[[], web.Application]) -> None:
-        self._server = HttpServer(app_factory)
+    def __init__(self, app_factory: Callable[[], web.Application], **limits: Any) -> None:
+        self._server = HttpServer(app_factory, **limits)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         return self._server.port
+
+    @property
+    def stats(self) -> Counter[str]:
+        return self._server.stats
 
     async def start(self, host: str, ports: list[int]) -> int:
         loop = asyncio.new_event_loop()

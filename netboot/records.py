@@ -202,6 +202,17 @@ class ClientRecords:
             record = self._clients.get(normalize_mac(mac))
             return record.as_dict() if record is not None else None
 
+    def booted_versions(self) -> dict[str, dict[str, float]]:
+        """image -> version -> when a client that fetched it was last seen (netboot/in_use)."""
+        usage: dict[str, dict[str, float]] = {}
+        with self._lock:
+            for record in self._clients.values():
+                image, version = record.facts.get("image"), record.facts.get("version")
+                if image and version:
+                    versions = usage.setdefault(str(image), {})
+                    versions[str(version)] = max(record.last_seen, versions.get(version, 0.0))
+        return usage
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._clients)

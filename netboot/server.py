@@ -23,6 +23,9 @@ from netboot.config import Config, ConfigError
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.errors import UserError
 from netboot.http import HttpServer, HttpServerThread, NetbootApp, file_kind, on_loop
+from netboot.http_guard import connection_cap, quiet_resource_errors, raise_fd_limit
+from netboot.in_use import InUsePublisher
+from netboot.logsafe import RateLimitedLine
 from netboot.metrics import ServerMetrics
 from netboot.netinfo import InterfaceInfo
 from netboot.records import ClientRecords
@@ -115,10 +118,17 @@ class NetbootServer:
         self.app: NetbootApp | None = None
         self.policy: BootPolicy | None = None
         self.services: dict[str, Service] = {}
+        self.main_stats: Counter[str] = Counter()
+        self._in_use_task: asyncio.Task[None] | None = None
 
     def stats(self) -> dict[str, Any]:
-        """A copy of every service's counters; call it on the main loop, which owns them."""
-        return {name: dict(service.stats) for name, service in self.services.items()}
+        """A copy of every service's counters; call it on the main loop, which owns them.
+        HTTP's counters change on its own thread: dict() copies them in one step."""
+        stats = {name: dict(service.stats) for name, service in self.services.items()}
+        if self.http is not None:
+            stats["http"] = dict(self.http.stats)
+        stats["server"] = dict(self.main_stats)
+        return stats
 
     def transfers(self) -> list[dict[str, Any]]:
         """The TFTP transfers under way; call it on the main loop, which owns them."""
@@ -168,7 +178,10 @@ class NetbootServer:
             ports.append(server.http_fallback_port)
         layout_name = http_layout()
         kind = HttpServerThread if layout_name == "thread" else HttpServer
-        self.http = kind(app.build)
+        fd_limit = raise_fd_limit()
+        cap = connection_cap(fd_limit, server.http_max_connections)
+        log.debug("open-file limit %d: at most %d HTTP connections", fd_limit, cap)
+        self.http = kind(app.build, idle_timeout=server.http_idle_timeout, max_connections=cap)
         try:
             port = await self.http.start("0.0.0.0", ports)
         except OSError as exc:
@@ -186,6 +199,7 @@ class NetbootServer:
 
     async def start(self) -> None:
         server = self.config.server
+        quiet_resource_errors(asyncio.get_running_loop(), self.main_stats, RateLimitedLine())
         copied = await asyncio.to_thread(prepare_root, self.config)
         if copied:
             log.info(
@@ -213,6 +227,8 @@ class NetbootServer:
         except BaseException:
             await self.close()
             raise
+        publisher = InUsePublisher(self.config.root, self.records.booted_versions)
+        self._in_use_task = asyncio.create_task(publisher.run(), name="netboot-in-use")
         log.info(
             "netboot serving %s on %s: HTTP %s, TFTP %s, DHCP %s, root %s",
             self.server_ip,
@@ -303,6 +319,9 @@ class NetbootServer:
         return restart
 
     async def close(self) -> None:
+        if self._in_use_task is not None:
+            self._in_use_task.cancel()
+            self._in_use_task = None
         for service in reversed(list(self.services.values())):
             try:
                 await service.close()

@@ -172,6 +172,29 @@ def test_keep_versions_prunes_all_but_current_and_previous(served: Served, tmp_p
 
 
 @pytest.mark.root
+def test_prune_keeps_a_version_clients_still_use(served: Served, tmp_path: Path) -> None:
+    """LTSP issue 928: a client booted in place over NFS reads its version for as long as it
+    runs; the server's .in-use (netboot/in_use.py) keeps it from being pruned."""
+    make_chroot(served.base / "deb")
+    config = tmp_path / "netboot.toml"
+    config.write_text("[image]\nkeep_versions = 1\nmksquashfs_params = '-comp gzip'\n")
+    assert served.image("--config", str(config), "deb").returncode == 0
+    booted = served.link("deb", "current")
+    in_use = served.root / "images" / "deb" / ".in-use"
+    in_use.write_text(json.dumps({booted: time.time(), "gone": time.time()}))
+    for _ in range(2):
+        result = served.image("--config", str(config), "deb")
+        assert result.returncode == 0, result.stderr
+    assert booted in served.versions("deb") and len(served.versions("deb")) == 3
+    assert f"kept old versions clients still use: {booted}" in result.stderr
+    # last seen beyond in_use_days: pruned like any other
+    in_use.write_text(json.dumps({booted: time.time() - 31 * 86400}))
+    result = served.image("--config", str(config), "deb")
+    assert result.returncode == 0, result.stderr
+    assert booted not in served.versions("deb") and len(served.versions("deb")) == 2
+
+
+@pytest.mark.root
 def test_no_cleanup_squashes_the_source_as_is(served: Served) -> None:
     make_chroot(served.base / "deb")
     result = served.image("-c", "0", "deb")

@@ -129,6 +129,7 @@ def _settings(args: argparse.Namespace, config: config_mod.Config) -> BuildSetti
         excludes_add=list(image.excludes_add),
         excludes_remove=list(image.excludes_remove),
         keep_versions=image.keep_versions,
+        in_use_days=image.in_use_days,
         base_dir=Path(image.base_dir),
     )
 
@@ -196,6 +197,12 @@ def _build_all(args: argparse.Namespace, settings: BuildSettings, base_dir: Path
                 print(
                     f"netboot image: {outcome.name}: removed old versions "
                     f"{', '.join(outcome.pruned)}",
+                    file=sys.stderr,
+                )
+            if outcome.kept_in_use:
+                print(
+                    f"netboot image: {outcome.name}: kept old versions clients still use: "
+                    f"{', '.join(outcome.kept_in_use)}",
                     file=sys.stderr,
                 )
             needs_addon = needs_addon or outcome.kernel.initrd is not None

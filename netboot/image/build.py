@@ -39,6 +39,7 @@ class BuildSettings:
     excludes_add: list[str] = field(default_factory=list)
     excludes_remove: list[str] = field(default_factory=list)
     keep_versions: int = 3
+    in_use_days: int = 30
     base_dir: Path | None = None
 
 
@@ -50,6 +51,7 @@ class BuildOutcome:
     squash: SquashResult
     kernel: KernelInfo
     pruned: list[str]
+    kept_in_use: list[str] = field(default_factory=list)
 
 
 def _inside(path: Path, directory: Path) -> str | None:
@@ -164,5 +166,9 @@ def build_image(source: Source, settings: BuildSettings) -> BuildOutcome:
             cleanup=settings.cleanup,
             mksquashfs_params=tuple(settings.params),
         )
-        directory = staged.commit(manifest, settings.backup, settings.keep_versions)
-    return BuildOutcome(source.name, staged.version, directory, squash, kernel, staged.pruned)
+        directory = staged.commit(
+            manifest, settings.backup, settings.keep_versions, settings.in_use_days
+        )
+    return BuildOutcome(
+        source.name, staged.version, directory, squash, kernel, staged.pruned, staged.kept_in_use
+    )

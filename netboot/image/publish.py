@@ -27,6 +27,7 @@ from netboot.image.errors import ImageError
 from netboot.image.manifest import Manifest
 from netboot.image.mounts import remove_tree
 from netboot.image.signals import DeferredInterrupts
+from netboot.in_use import recently_used
 
 VERSION_FORMAT = "%Y%m%d-%H%M%S"
 STAGING_SUFFIX = ".tmp"
@@ -144,15 +145,19 @@ def published_versions(image_dir: Path) -> list[str]:
         return []
 
 
-def prune(image_dir: Path, keep: int) -> list[str]:
-    """Remove versions beyond the newest `keep` that neither link points at."""
+def prune(image_dir: Path, keep: int, in_use_days: float = 0) -> tuple[list[str], list[str]]:
+    """Remove versions beyond the newest `keep` that neither link points at and no client
+    was seen using in the last `in_use_days` days (the server's .in-use, netboot/in_use.py).
+    Returns (removed, kept because in use)."""
     versions = published_versions(image_dir)
     protected = {link_target(image_dir, layout.CURRENT), link_target(image_dir, layout.PREVIOUS)}
     newest = set(versions[-keep:]) if keep > 0 else set()
-    removed = [v for v in versions if v not in newest and v not in protected]
+    candidates = [v for v in versions if v not in newest and v not in protected]
+    in_use = recently_used(image_dir, in_use_days)
+    removed = [v for v in candidates if v not in in_use]
     for version in removed:
         remove_tree(image_dir / layout.VERSIONS / version)
-    return removed
+    return removed, [v for v in candidates if v in in_use]
 
 
 def revert(image_dir: Path) -> tuple[str, str]:
@@ -189,14 +194,22 @@ class Publication:
     staging: Path
     directory: Path | None = None  # versions/VER once committed
     pruned: list[str] = field(default_factory=list)
+    kept_in_use: list[str] = field(default_factory=list)
 
-    def commit(self, manifest: Manifest, backup: bool = True, keep: int | None = None) -> Path:
+    def commit(
+        self,
+        manifest: Manifest,
+        backup: bool = True,
+        keep: int | None = None,
+        in_use_days: float = 0,
+    ) -> Path:
         """Write the manifest, switch `current` to the new version (the old one becomes
-        `previous` with backup) and, with `keep`, prune versions beyond the newest `keep`."""
+        `previous` with backup) and, with `keep`, prune versions beyond the newest `keep`
+        that no client was seen using in the last `in_use_days` days."""
         manifest.write(self.staging)
         self.directory = publish(self.image_dir, self.staging, self.version, backup)
         if keep is not None:
-            self.pruned = prune(self.image_dir, keep)
+            self.pruned, self.kept_in_use = prune(self.image_dir, keep, in_use_days)
         return self.directory
 
 

@@ -246,8 +246,9 @@ def fuzz_dhcp(
     return probes, answered
 
 
-def dhcp_probe(sock: socket.socket, rng: random.Random, tries: int = 3) -> bool:
-    """A valid DISCOVER from a known MAC must get an OFFER (three tries: UDP)."""
+def dhcp_probe(sock: socket.socket, rng: random.Random, tries: int = 5) -> bool:
+    """A valid DISCOVER from a known MAC must get an OFFER (five tries: UDP, and the
+    replies to the fuzz cases can fill this socket's buffer)."""
     xid = rng.getrandbits(32)
     packet = dhcp_packet(bytes.fromhex("525400f0f001"), xid)
     for _ in range(tries):
@@ -303,19 +304,26 @@ def cancel_transfers(sock: socket.socket) -> None:
             sock.sendto(b"\x00\x05\x00\x00cancel\0", peer)
 
 
-def tftp_probe(ns: Namespace) -> bool:
-    sock = udp_socket(ns, 0, 2.0)
+def tftp_probe(ns: Namespace, tries: int = 3, timeout: float = 5.0) -> bool:
+    """A valid read of the probe file, each try from a fresh port (a late answer to an
+    earlier try, or an error, does not end the probe); True if one got the file."""
+    for _ in range(tries):
+        if tftp_read_once(ns, timeout):
+            return True
+    return False
+
+
+def tftp_read_once(ns: Namespace, timeout: float) -> bool:
+    sock = udp_socket(ns, 0, timeout)
     try:
-        for _ in range(3):
-            sock.sendto(rrq(PROBE_FILE.encode()), (SERVER_IP, 69))
-            try:
-                data, peer = sock.recvfrom(1024)
-            except (TimeoutError, ConnectionRefusedError):
-                continue
-            if data[:4] == b"\x00\x03\x00\x01":
-                sock.sendto(b"\x00\x04\x00\x01", peer)
-                return data[4:] == PROBE_BODY
-            return False
+        sock.sendto(rrq(PROBE_FILE.encode()), (SERVER_IP, 69))
+        data, peer = sock.recvfrom(1024)
+        if data[:4] == b"\x00\x03\x00\x01" and data[4:] == PROBE_BODY:
+            sock.sendto(b"\x00\x04\x00\x01", peer)
+            return True
+        print(f"fuzz: a TFTP probe was answered {data[:60]!r}", file=sys.stderr)
+        return False
+    except (TimeoutError, ConnectionRefusedError):
         return False
     finally:
         sock.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -45,9 +46,12 @@ class Lan:
         return sock
 
 
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    tmp = tmp_path_factory.mktemp("lan")
+@contextlib.contextmanager
+def open_lan(
+    tmp: Path, *, extra: tuple[str, ...] = (), fd_limit: int | None = None
+) -> Iterator[Lan]:
+    """The two namespaces and `netboot serve` (with `extra` flags; under `prlimit` with
+    `fd_limit` open files), all removed on exit."""
     root = tmp / "root"
     tag = new_tag()
     server_ns = Namespace("srv", tag)
@@ -58,8 +62,16 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
         server_ns.up(SERVER_IF, f"{SERVER_IP}/24")
         client_ns.up(CLIENT_IF, f"{CLIENT_IP}/24")
         serve = ServeProcess(
-            server_ns, root, interface=SERVER_IF, address=SERVER_IP, log_path=tmp / "serve.log"
-        ).start()
+            server_ns,
+            root,
+            interface=SERVER_IF,
+            address=SERVER_IP,
+            log_path=tmp / "serve.log",
+            extra=extra,
+        )
+        if fd_limit is not None:
+            serve.args = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", *serve.args]
+        serve.start()
         yield Lan(server_ns, client_ns, serve, root)
     finally:
         if serve is not None:
@@ -67,3 +79,9 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
         client_ns.close()
         server_ns.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
+    with open_lan(tmp_path_factory.mktemp("lan")) as opened:
+        yield opened

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -15,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.lan import CLIENT_IF, CLIENT_IP, SERVER_IF, SERVER_IP, Lan
-from testbed.netns import Namespace, new_tag, veth
-from testbed.serve import ServeProcess
+from testbed.lan import SERVER_IP, Lan, open_lan
 
 pytestmark = pytest.mark.netns
 
@@ -29,33 +26,10 @@ FLOOD = 400  # idle connections held open by the attacker: more than the fd limi
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
     """A LAN whose server has a low fd limit and a short idle timeout."""
-    tmp = tmp_path_factory.mktemp("hostile")
-    root = tmp / "root"
-    tag = new_tag()
-    server_ns, client_ns = Namespace("srv", tag), Namespace("cli", tag)
-    serve = None
-    try:
-        veth(server_ns, SERVER_IF, client_ns, CLIENT_IF)
-        server_ns.up(SERVER_IF, f"{SERVER_IP}/24")
-        client_ns.up(CLIENT_IF, f"{CLIENT_IP}/24")
-        serve = ServeProcess(
-            server_ns,
-            root,
-            interface=SERVER_IF,
-            address=SERVER_IP,
-            log_path=tmp / "serve.log",
-            extra=("--http-idle-timeout", str(IDLE_TIMEOUT)),
-        )
-        serve.args = ["prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}", *serve.args]
-        serve.start()
-        (root / "hello.txt").write_text("hello\n")
-        yield Lan(server_ns, client_ns, serve, root)
-    finally:
-        if serve is not None:
-            serve.stop()
-        client_ns.close()
-        server_ns.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    extra = ("--http-idle-timeout", str(IDLE_TIMEOUT))
+    with open_lan(tmp_path_factory.mktemp("hostile"), extra=extra, fd_limit=FD_LIMIT) as lan:
+        (lan.root / "hello.txt").write_text("hello\n")
+        yield lan
 
 
 def connect(lan: Lan, timeout: float = 10) -> socket.socket:

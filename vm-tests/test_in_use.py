@@ -33,7 +33,7 @@ i=0
 while [ $i -lt 2000 ]; do
     i=$((i + 1))
     sync; echo 3 > /proc/sys/vm/drop_caches
-    tar cf - /usr/lib /usr/bin 2>/tmp/nbtest-err | cksum > /dev/null
+    tar cf - /usr/bin /usr/sbin 2>/tmp/nbtest-err | cksum > /dev/null
     errs=$(wc -l < /tmp/nbtest-err)
     squash=$(dmesg | grep -c -i -e 'squashfs error' -e 'stale' -e 'I/O error')
     echo "NBTEST-READ n=$i errs=$errs squash=$squash" > /dev/ttyS0

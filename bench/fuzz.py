@@ -502,6 +502,7 @@ def measured(process: ServeProcess, name: str, run: Callable[[Figures], None]) -
     settle(pid, figures.fds_before)
     figures.fds_after, figures.rss_kb_after = proc_figures(pid)
     figures.tracebacks = process.log()[log_start:].count("Traceback")
+    print(f"fuzz: {json.dumps(asdict(figures))}", file=sys.stderr, flush=True)
     return figures
 
 

@@ -258,17 +258,30 @@ def dhcp_probe(sock: socket.socket, rng: random.Random, tries: int = 5) -> bool:
     return False
 
 
-def new_macs(ns: Namespace, rng: random.Random, count: int) -> None:
+def new_macs(ns: Namespace, rng: random.Random, count: int, burst: int = 16) -> int:
+    """DISCOVERs from `count` new MACs, `burst` at a time, each burst waiting (at most a
+    second) for its OFFERs so the server's socket buffer is not simply overrun; returns
+    how many OFFERs came back."""
     sock = udp_socket(ns, 68, 1.0)
+    offers = 0
     try:
-        for i in range(count):
-            mac = bytes([0x02, 0xF0]) + i.to_bytes(4, "big")
-            sock.sendto(dhcp_packet(mac, rng.getrandbits(32)), ("255.255.255.255", 67))
-            if i % 64 == 0:
-                drain(sock)
-                time.sleep(0.001)
+        for start in range(0, count, burst):
+            for i in range(start, min(start + burst, count)):
+                mac = bytes([0x02, 0xF0]) + i.to_bytes(4, "big")
+                sock.sendto(dhcp_packet(mac, 0x0F000000 + i), ("255.255.255.255", 67))
+            deadline = time.monotonic() + 1.0
+            got = 0
+            while got < min(burst, count - start) and time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    data = sock.recv(4096)
+                except TimeoutError:
+                    break
+                got += data[:1] == b"\x02" and data[4:5] == b"\x0f"
+            offers += got
     finally:
         sock.close()
+    return offers
 
 
 # --- TFTP -------------------------------------------------------------------------------------
@@ -530,7 +543,8 @@ def run_mode(
 
     def macs(figures: Figures) -> None:
         figures.cases = args.new_macs
-        new_macs(client_ns, rng, args.new_macs)
+        offers = new_macs(client_ns, rng, args.new_macs)
+        print(f"fuzz: {offers} OFFERs to {args.new_macs} new MACs", file=sys.stderr)
         figures.probes, figures.answered = 1, int(tftp_probe(client_ns))
 
     def big(figures: Figures) -> None:

@@ -28,8 +28,8 @@ from netboot.boot import BootPolicy, ipxe
 from netboot.boot.facts import facts_from_query
 from netboot.config import Config
 from netboot.http_guard import CappedListener, protocol_logger, quiet_resource_errors
-from netboot.logsafe import RateLimitedLine
 from netboot.paths import UnsafePath, confine
+from netboot.ratelimit import RateLimitedLog
 from netboot.records import ClientRecords, normalize_mac
 from netboot.web.status import StatusWeb
 
@@ -244,7 +244,7 @@ class HttpServer:
         self.max_connections = max_connections
         self.port = 0
         self.stats: Counter[str] = Counter()
-        self._limiter = RateLimitedLine()
+        self._limiter = RateLimitedLog(log, interval=10.0)
         self._runner: web.AppRunner | None = None
         self._listener: CappedListener | None = None
 

@@ -19,7 +19,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from netboot.logsafe import RateLimitedLine, escape
+from netboot.ratelimit import RateLimitedLog
+from netboot.untrusted import for_log
 
 log = logging.getLogger("netboot.http")
 
@@ -53,7 +54,7 @@ class BadRequestFilter(logging.Filter):
     becomes a count and, at most once per interval, one line without a traceback. Anything
     else (a bug in a handler) keeps its traceback."""
 
-    def __init__(self, stats: Counter[str], limiter: RateLimitedLine) -> None:
+    def __init__(self, stats: Counter[str], limiter: RateLimitedLog) -> None:
         super().__init__()
         self.stats = stats
         self.limiter = limiter
@@ -69,13 +70,13 @@ class BadRequestFilter(logging.Filter):
             return False
         remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         record.msg = "dropped malformed HTTP request from %s: %s (%d more not logged)"
-        record.args = (escape(remote), escape(exc.message, 120), missed)
+        record.args = (for_log(remote), for_log(exc.message, 120), missed)
         record.exc_info = record.exc_text = None
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
-def protocol_logger(stats: Counter[str], limiter: RateLimitedLine) -> logging.Logger:
+def protocol_logger(stats: Counter[str], limiter: RateLimitedLog) -> logging.Logger:
     """The logger handed to aiohttp's RequestHandler (`AppRunner(logger=...)`)."""
     logger = logging.getLogger("netboot.http.protocol")
     for old in list(logger.filters):
@@ -95,7 +96,7 @@ class CappedListener:
     """aiohttp's `Server` on a listening socket, refusing connections beyond `cap`."""
 
     def __init__(
-        self, server: web.Server, cap: int, stats: Counter[str], limiter: RateLimitedLine
+        self, server: web.Server, cap: int, stats: Counter[str], limiter: RateLimitedLog
     ) -> None:
         self.server = server
         self.cap = cap
@@ -132,7 +133,7 @@ class CappedListener:
 
 
 def quiet_resource_errors(
-    loop: asyncio.AbstractEventLoop, stats: Counter[str], limiter: RateLimitedLine
+    loop: asyncio.AbstractEventLoop, stats: Counter[str], limiter: RateLimitedLog
 ) -> None:
     """asyncio reports every failed accept() (EMFILE) through the loop's exception handler,
     once per retry: count those and log one line per interval; the rest as before."""

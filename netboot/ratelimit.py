@@ -9,6 +9,7 @@ those lines goes through `netboot.untrusted.for_log` first.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,21 +34,31 @@ class RateLimitedLog:
         self.clock = clock
         self._last: OrderedDict[str, float] = OrderedDict()
         self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> int | None:
+        """None while `key` has been logged within `interval` (the event is only counted);
+        else how many were suppressed since its last line. For callers that write or rewrite
+        the line themselves (a logging filter); thread-safe, HTTP runs on its own thread."""
+        with self._lock:
+            now = self.clock()
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return None
+            self._last[key] = now
+            self._last.move_to_end(key)
+            while len(self._last) > MAX_KEYS:
+                old, _ = self._last.popitem(last=False)
+                self._suppressed.pop(old, None)
+            return self._suppressed.pop(key, 0)
 
     def __call__(
         self, key: str, level: int, msg: str, *args: object, exc_info: bool = False
     ) -> bool:
-        now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        suppressed = self.allow(key)
+        if suppressed is None:
             return False
-        self._last[key] = now
-        self._last.move_to_end(key)
-        while len(self._last) > MAX_KEYS:
-            old, _ = self._last.popitem(last=False)
-            self._suppressed.pop(old, None)
-        suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             msg += " (%d more like this suppressed in the last %.0f s)"
             args = (*args, suppressed, self.interval)

@@ -25,9 +25,9 @@ from netboot.errors import UserError
 from netboot.http import HttpServer, HttpServerThread, NetbootApp, file_kind, on_loop
 from netboot.http_guard import connection_cap, quiet_resource_errors, raise_fd_limit
 from netboot.in_use import InUsePublisher
-from netboot.logsafe import RateLimitedLine
 from netboot.metrics import ServerMetrics
 from netboot.netinfo import InterfaceInfo
+from netboot.ratelimit import RateLimitedLog
 from netboot.records import ClientRecords
 from netboot.web.status import StatusWeb
 
@@ -199,7 +199,9 @@ class NetbootServer:
 
     async def start(self) -> None:
         server = self.config.server
-        quiet_resource_errors(asyncio.get_running_loop(), self.main_stats, RateLimitedLine())
+        quiet_resource_errors(
+            asyncio.get_running_loop(), self.main_stats, RateLimitedLog(log, interval=10.0)
+        )
         copied = await asyncio.to_thread(prepare_root, self.config)
         if copied:
             log.info(

@@ -119,6 +119,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "nfs_server": Key(str, "", _ipv4_or_empty, "NFS server (default: this server)"),
         "nfs_root": Key(str, "", help="NFS export holding the served root (default: root)"),
         "to_ram": Key(bool, True, help="copy the image to RAM (NFS method)"),
+        "transfer": Key(
+            str, "http", _one_of("http", "multicast"), "HTTP method: plain or udpcast multicast"
+        ),
+        "multicast_portbase": Key(int, 9000, _port, "first UDP port of udpcast sessions"),
+        "multicast_sessions": Key(int, 4, _positive, "udpcast sessions at once (2 ports each)"),
+        "multicast_window": Key(int, 5, _positive, "seconds clients may join one session"),
+        "multicast_max_bitrate": Key(str, "", help="udp-sender --max-bitrate (e.g. 90m)"),
     },
     "ipxe": {
         "bios": Key(str, "undionly.kpxe", help="BIOS (arch 0) boot file"),
@@ -162,6 +169,7 @@ CLIENT_KEYS: dict[str, Key] = {
     "image": Key(str, ""),
     "kernel_params": Key(str, ""),
     "root_password_hash": Key(str, ""),
+    "transfer": Key(str, "", _one_of("", "http", "multicast")),
 }
 
 RESERVATION_KEYS: dict[str, Key] = {

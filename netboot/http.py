@@ -28,6 +28,7 @@ from netboot.boot import BootPolicy, ipxe
 from netboot.boot.facts import facts_from_query
 from netboot.config import Config
 from netboot.http_guard import CappedListener, protocol_logger, quiet_resource_errors
+from netboot.multicast import SAFE_NAME, shell_answer
 from netboot.paths import UnsafePath, confine
 from netboot.ratelimit import RateLimitedLog
 from netboot.records import ClientRecords, normalize_mac
@@ -96,12 +97,14 @@ class NetbootApp:
         policy: Callable[[], BootPolicy | None],
         stats: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         status_web: StatusWeb | None = None,
+        multicast: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.config = config
         self.records = records
         self.policy = policy
         self.stats = stats or _no_stats
         self.status_web = status_web
+        self.multicast = multicast
 
     def build(self) -> web.Application:
         app = web.Application()
@@ -112,6 +115,7 @@ class NetbootApp:
         app.router.add_get("/api/clients", self.api_clients)
         app.router.add_get("/api/clients/{mac}", self.api_client)
         app.router.add_get("/api/stats", self.api_stats)
+        app.router.add_get("/multicast/{image}/{version}", self.multicast_session)
         app.router.add_route("GET", "/{path:.*}", self.static)
         app.router.add_route("HEAD", "/{path:.*}", self.static)
         return app
@@ -161,6 +165,24 @@ class NetbootApp:
         settings = self._policy().client_settings(mac)
         self.records.event(mac, "settings", ip=request.remote)
         return web.Response(text=shell_fragment(settings), content_type="text/plain")
+
+    async def multicast_session(self, request: web.Request) -> web.Response:
+        """A udpcast session to join (`NB_MC_PORTBASE=...`) or why not (`NB_MC_REASON=`)."""
+        if self.multicast is None:
+            answer = {"reason": "multicast is not enabled on this server"}
+        else:
+            answer = await self.multicast(
+                request.match_info["image"], request.match_info["version"]
+            )
+        image = request.match_info["image"]
+        self.records.event(
+            None,
+            "multicast",
+            ip=request.remote,
+            image=image if SAFE_NAME.match(image) else "(invalid)",
+            **answer,
+        )
+        return web.Response(text=shell_answer(answer), content_type="text/plain")
 
     # --- records -------------------------------------------------------------------------------
 

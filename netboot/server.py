@@ -26,6 +26,7 @@ from netboot.http import HttpServer, HttpServerThread, NetbootApp, file_kind, on
 from netboot.http_guard import connection_cap, quiet_resource_errors, raise_fd_limit
 from netboot.in_use import InUsePublisher
 from netboot.metrics import ServerMetrics
+from netboot.multicast import MulticastSessions, on_owner_loop
 from netboot.netinfo import InterfaceInfo
 from netboot.ratelimit import RateLimitedLog
 from netboot.records import ClientRecords
@@ -120,6 +121,7 @@ class NetbootServer:
         self.services: dict[str, Service] = {}
         self.main_stats: Counter[str] = Counter()
         self._in_use_task: asyncio.Task[None] | None = None
+        self.multicast = MulticastSessions(config, interface.name)
 
     def stats(self) -> dict[str, Any]:
         """A copy of every service's counters; call it on the main loop, which owns them.
@@ -128,6 +130,7 @@ class NetbootServer:
         if self.http is not None:
             stats["http"] = dict(self.http.stats)
         stats["server"] = dict(self.main_stats)
+        stats["multicast"] = dict(self.multicast.stats)
         return stats
 
     def transfers(self) -> list[dict[str, Any]]:
@@ -171,6 +174,7 @@ class NetbootServer:
             policy=lambda: self.policy,
             stats=stats,
             status_web=status_web,
+            multicast=on_owner_loop(loop, self.multicast.offer),
         )
         self.app = app
         ports = [server.http_port]
@@ -324,6 +328,7 @@ class NetbootServer:
         if self._in_use_task is not None:
             self._in_use_task.cancel()
             self._in_use_task = None
+        await self.multicast.close()
         for service in reversed(list(self.services.values())):
             try:
                 await service.close()

@@ -327,3 +327,18 @@ def test_chain_script_names_the_script_url(tmp_path: Path) -> None:
     policy = policy_for(tmp_path, port=8080)
     script = ipxe.chain_script(policy.script_url)
     assert f"chain http://{SERVER}:8080/boot.ipxe?mac=${{mac:hexhyp}}&platform=" in script
+
+
+def test_transfer_multicast_goes_on_the_cmdline_site_wide_and_per_client(tmp_path: Path) -> None:
+    publish(tmp_path / "srv", "bookworm")
+    mac = "52:54:00:00:00:07"
+    config = {"boot": {"transfer": "http"}, "clients": {mac: {"transfer": "multicast"}}}
+    policy = policy_for(tmp_path, config)
+    (plain,) = policy.entries("52:54:00:00:00:08")
+    (own,) = policy.entries(mac)
+    assert "netboot.transfer" not in plain.cmdline
+    assert "netboot.transfer=multicast" in own.cmdline
+    (site,) = policy_for(tmp_path, {"boot": {"transfer": "multicast"}}).entries()
+    assert "netboot.transfer=multicast" in site.cmdline
+    (nfs,) = policy_for(tmp_path, {"boot": {"transfer": "multicast", "method": "nfs"}}).entries()
+    assert "netboot.transfer" not in nfs.cmdline  # multicast is a way to fetch over HTTP

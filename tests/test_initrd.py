@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from netboot.commands import nfs as nfs_cmd
+from netboot.image.addon import shared_libraries
 from netboot.image.standalone import (
     CLIENT_DIR,
     InitrdError,
@@ -102,8 +103,17 @@ def test_addon_unpacks_to_the_expected_tree(tmp_path: Path) -> None:
     assert addon.read_bytes()[:6] == b"070701", "the add-on must be an uncompressed newc cpio"
     tree = unpack(addon, tmp_path / "x")
     files = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if not p.is_dir())
-    assert files == ["netboot/bin/busybox", "netboot/lib.sh", "netboot/udhcpc.script",
-                     "scripts/netboot"]  # fmt: skip
+    loader, libraries = shared_libraries(Path("/usr/bin/udp-receiver").resolve())
+    bundled = ["netboot/bin/udp-receiver", "netboot/lib/ld.so",
+               *(f"netboot/lib/{lib.name}" for lib in libraries)]  # fmt: skip
+    assert files == sorted(["netboot/bin/busybox", "netboot/lib.sh", "netboot/udhcpc.script",
+                            "scripts/netboot", *bundled])  # fmt: skip
+    assert (tree / "netboot/lib/ld.so").read_bytes() == loader.read_bytes()
+    # the bundled receiver runs through the bundled loader (as lib.sh runs it)
+    receiver = subprocess.run([str(tree / "netboot/lib/ld.so"), "--library-path",
+                               str(tree / "netboot/lib"), str(tree / "netboot/bin/udp-receiver"),
+                               "--help"], capture_output=True, text=True)  # fmt: skip
+    assert "portbase" in receiver.stdout + receiver.stderr
     assert (tree / "netboot/bin/busybox").read_bytes() == Path("/bin/busybox").read_bytes()
     assert (tree / "scripts/netboot").read_text() == (CLIENT_DIR / "scripts/netboot").read_text()
     assert (tree / "netboot/udhcpc.script").stat().st_mode & 0o111

@@ -6,6 +6,7 @@
 # shellcheck shell=sh
 
 NB_BB=${NB_BB:-/netboot/bin/busybox}
+NB_HOME=${NB_HOME:-/netboot}
 NB_RUN=/run/netboot
 NB_RETRIES=5
 NB_STALL=60
@@ -18,7 +19,7 @@ nb_say() {
 # Kernel parameters, see docs/design.md; values may be double-quoted on the cmdline.
 nb_parse_cmdline() {
 	NB_METHOD=http NB_URL= NB_SIZE= NB_SHA256= NB_NFS= NB_PATH= NB_TORAM=0
-	NB_SETTINGS= NB_SERVER= NB_IMAGE= NB_VERSION= NB_BOOTIF= NB_IP= NB_INIT=
+	NB_SETTINGS= NB_SERVER= NB_IMAGE= NB_VERSION= NB_BOOTIF= NB_IP= NB_INIT= NB_TRANSFER=http
 	for nb_arg in $(cat /proc/cmdline); do
 		nb_value=${nb_arg#*=}
 		nb_value=${nb_value#\"}
@@ -26,6 +27,7 @@ nb_parse_cmdline() {
 		case $nb_arg in
 		netboot.method=*) NB_METHOD=$nb_value ;;
 		netboot.url=*) NB_URL=$nb_value ;;
+		netboot.transfer=*) NB_TRANSFER=$nb_value ;;
 		netboot.size=*) NB_SIZE=$nb_value ;;
 		netboot.sha256=*) NB_SHA256=$nb_value ;;
 		netboot.nfs=*) NB_NFS=$nb_value ;;
@@ -253,20 +255,83 @@ nb_ram_mount() {
 		nb_die "cannot mount a tmpfs on $NB_RUN/ram"
 }
 
-# nb_check_image FILE WITH_SHA256: compare with netboot.size / netboot.sha256 (when given).
-nb_check_image() {
-	nb_file=$1 nb_with_sha=$2
+# nb_image_problem FILE WITH_SHA256: why FILE is not netboot.size / netboot.sha256 (when
+# given) on stdout, nothing when it is.
+nb_image_problem() {
 	if [ -n "$NB_SIZE" ]; then
-		nb_have=$(nb_filesize "$nb_file")
-		[ "$nb_have" = "$NB_SIZE" ] ||
-			nb_die "size mismatch for $nb_file: expected $NB_SIZE bytes, got $nb_have"
+		nb_have=$(nb_filesize "$1")
+		[ "$nb_have" = "$NB_SIZE" ] || {
+			echo "size mismatch for $1: expected $NB_SIZE bytes, got $nb_have"
+			return
+		}
 	fi
-	if [ -n "$NB_SHA256" ] && [ "$nb_with_sha" = 1 ]; then
-		nb_say "checking sha256"
-		nb_have=$($NB_BB sha256sum "$nb_file" | $NB_BB cut -d' ' -f1)
+	if [ -n "$NB_SHA256" ] && [ "$2" = 1 ]; then
+		nb_have=$($NB_BB sha256sum "$1" | $NB_BB cut -d' ' -f1)
 		[ "$nb_have" = "$(echo "$NB_SHA256" | $NB_BB tr A-F a-f)" ] ||
-			nb_die "sha256 mismatch for ${NB_URL:-$nb_file}: expected $NB_SHA256, got $nb_have"
+			echo "sha256 mismatch for ${NB_URL:-$1}: expected $NB_SHA256, got $nb_have"
 	fi
+}
+
+# nb_check_image FILE WITH_SHA256: the same, fatal.
+nb_check_image() {
+	[ -z "$NB_SHA256" ] || [ "$2" != 1 ] || nb_say "checking sha256"
+	nb_problem=$(nb_image_problem "$1" "$2")
+	[ -z "$nb_problem" ] || nb_die "$nb_problem"
+}
+
+# nb_udp_receiver ARGS: the add-on's udp-receiver through its own loader and libraries
+# (never the image's glibc, never a PT_INTERP path the image may lack).
+nb_udp_receiver() {
+	"$NB_HOME/lib/ld.so" --library-path "$NB_HOME/lib" "$NB_HOME/bin/udp-receiver" "$@"
+}
+
+# nb_get_multicast FILE: join the server's udpcast session for this image version and
+# check the result. Fails (returning 1 with NB_MC_WHY set) on anything unusual: the caller
+# falls back to HTTP.
+nb_get_multicast() {
+	NB_MC_WHY=
+	[ -x "$NB_HOME/bin/udp-receiver" ] && [ -x "$NB_HOME/lib/ld.so" ] || {
+		NB_MC_WHY="no udp-receiver in the add-on initrd"
+		return 1
+	}
+	[ -n "$NB_SERVER" ] && [ -n "$NB_IMAGE" ] && [ -n "$NB_VERSION" ] || {
+		NB_MC_WHY="netboot.server/image/version missing"
+		return 1
+	}
+	NB_MC_PORTBASE= NB_MC_TTL=32 NB_MC_TIMEOUT=15 NB_MC_REASON=
+	$NB_BB wget -q -O "$NB_RUN/multicast" "$NB_SERVER/multicast/$NB_IMAGE/$NB_VERSION" || {
+		NB_MC_WHY="no answer from $NB_SERVER/multicast/"
+		return 1
+	}
+	if $NB_BB grep -qvE "^NB_MC_[A-Z]+='[^']*'$" "$NB_RUN/multicast"; then
+		NB_MC_WHY="unexpected answer from the server"
+		return 1
+	fi
+	# shellcheck disable=SC1091
+	. "$NB_RUN/multicast"
+	case $NB_MC_PORTBASE,$NB_MC_TTL,$NB_MC_TIMEOUT in
+	,* | *,,* | *, | *[!0-9,]*)
+		NB_MC_WHY="server declined: ${NB_MC_REASON:-no port}"
+		return 1
+		;;
+	esac
+	nb_dev=${NB_NETDEV:-$(nb_net_value NETDEV)}
+	[ -n "$nb_dev" ] || nb_dev=$($NB_BB ip -o route get 224.0.0.1 2>/dev/null |
+		$NB_BB sed -n 's/.* dev \([^ ]*\).*/\1/p')
+	# without any route a multicast send fails with ENETUNREACH
+	$NB_BB ip route add 224.0.0.0/4 dev "$nb_dev" 2>/dev/null
+	nb_say "joining the multicast session on ports $NB_MC_PORTBASE-$((NB_MC_PORTBASE + 1))"
+	nb_udp_receiver --file "$1" --interface "$nb_dev" --portbase "$NB_MC_PORTBASE" \
+		--ttl "$NB_MC_TTL" --nokbd --start-timeout "$NB_MC_TIMEOUT" --receive-timeout 5 \
+		</dev/null >"$NB_RUN/udp-receiver.log" 2>&1 || {
+		NB_MC_WHY="udp-receiver failed ($($NB_BB tail -n 1 "$NB_RUN/udp-receiver.log"))"
+		return 1
+	}
+	nb_problem=$(nb_image_problem "$1" 1)
+	[ -z "$nb_problem" ] || {
+		NB_MC_WHY=$nb_problem
+		return 1
+	}
 }
 
 # HTTP method: the squashfs into RAM, checked. Sets NB_SQUASHFS.
@@ -274,6 +339,14 @@ nb_get_http() {
 	[ -n "$NB_URL" ] || nb_die "netboot.url= is missing from the kernel command line"
 	nb_ram_mount
 	NB_SQUASHFS=$NB_RUN/ram/root.squashfs
+	if [ "$NB_TRANSFER" = multicast ]; then
+		if nb_get_multicast "$NB_SQUASHFS"; then
+			nb_say "image received by multicast and verified"
+			return 0
+		fi
+		nb_say "multicast failed, using HTTP: $NB_MC_WHY"
+		$NB_BB rm -f "$NB_SQUASHFS"
+	fi
 	nb_say "fetching $NB_URL${NB_SIZE:+ ($(nb_human "$NB_SIZE"))}"
 	nb_fetch "$NB_URL" "$NB_SQUASHFS" "$NB_SIZE" "$NB_RETRIES" ||
 		nb_die "could not download $NB_URL after $NB_RETRIES tries"

@@ -17,6 +17,8 @@ NETBOOT_PARAMS: dict[str, str] = {
     "version": "its version",
     "method": "how to get the squashfs: http or nfs",
     "url": "http: the squashfs URL (in the version directory)",
+    "transfer": "http: multicast asks SERVER/multicast/IMAGE/VERSION for a udpcast session"
+    " (HTTP on any failure); http or absent fetches the URL",
     "nfs": "nfs: SERVER:/export holding the served root",
     "path": "nfs: the squashfs path inside the export",
     "toram": "nfs: 1 copies the image to RAM before mounting",

@@ -14,9 +14,12 @@ from netboot.boot.cmdline import Value, netboot_cmdline
 from netboot.boot.menu import BootEntry
 
 
-def image_entries(root: Path, boot: Any, *, base: str, nfs_server: str) -> list[BootEntry]:
+def image_entries(
+    root: Path, boot: Any, *, base: str, nfs_server: str, transfer: str = "http"
+) -> list[BootEntry]:
     """Entries for the images of the served root, booted by the HTTP or NFS method.
-    `boot` is the `[boot]` config section; `nfs_server` the address clients mount from."""
+    `boot` is the `[boot]` config section; `nfs_server` the address clients mount from;
+    `transfer` how an HTTP-method client gets the squashfs (http or multicast)."""
     addon = root / layout.ADDON_INITRD
     entries = []
     for image in layout.current_images(root):
@@ -45,6 +48,7 @@ def image_entries(root: Path, boot: Any, *, base: str, nfs_server: str) -> list[
         }
         if method == "http":
             params["url"] = f"{base}{squashfs}"
+            params["transfer"] = transfer if transfer != "http" else None
         else:
             params["nfs"] = f"{nfs_server}:{boot.nfs_root or root}"
             params["path"] = squashfs.lstrip("/")

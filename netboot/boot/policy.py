@@ -58,10 +58,21 @@ class BootPolicy:
         """The `[clients]` defaults overlaid with this MAC's section."""
         return self.config.client_settings(mac)
 
-    def entries(self) -> list[BootEntry]:
-        """Every entry of the served root (and the LTSP tree in compat mode); file I/O."""
+    def transfer(self, mac: str | None) -> str:
+        """How this client's HTTP-method image travels: its `[clients]` transfer, else
+        `boot.transfer` (http or multicast)."""
+        own = self.client_settings(mac).get("transfer") if mac else ""
+        return own or self.config.boot.transfer
+
+    def entries(self, mac: str | None = None) -> list[BootEntry]:
+        """Every entry of the served root (and the LTSP tree in compat mode), for this
+        client when `mac` is given; file I/O."""
         found = entries.image_entries(
-            self.config.root, self.config.boot, base=self.http_base, nfs_server=self.nfs_server
+            self.config.root,
+            self.config.boot,
+            base=self.http_base,
+            nfs_server=self.nfs_server,
+            transfer=self.transfer(mac),
         )
         if self.config.server.ltsp_compat:
             found += entries.ltsp_entries(self.config.server, self.server_ip)
@@ -80,7 +91,7 @@ class BootPolicy:
 
     def menu(self, facts: ClientFacts) -> BootMenu:
         """Everything a renderer needs for this client's boot script (reads the root)."""
-        choices = self.entries()
+        choices = self.entries(facts.mac)
         return BootMenu(
             client=facts,
             entries=tuple(choices),

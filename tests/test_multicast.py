@@ -1,0 +1,119 @@
+"""`boot.transfer = "multicast"`: a real `netboot serve` starts udp-sender on demand and
+clients in their own namespaces run lib.sh's own `nb_get_http` with busybox and the
+add-on's bundled udp-receiver (through its bundled loader). Late clients use HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from netboot import layout
+from netboot.image.standalone import CLIENT_DIR
+from testbed.bridge_lan import SERVER_IP, BridgeLan
+from testbed.cli import run_netboot
+from testbed.serve import ServeProcess
+
+pytestmark = pytest.mark.netns
+
+IMAGE, VERSION = "room", "20261202-170000"
+PORT = 8080
+WINDOW = 3
+
+
+def publish(root: Path) -> bytes:
+    directory = layout.version_dir(root, IMAGE, VERSION)
+    directory.mkdir(parents=True)
+    payload = os.urandom(3 * 1024 * 1024)
+    (directory / layout.SQUASHFS).write_bytes(payload)
+    (directory / layout.MANIFEST).write_text(json.dumps({"size": len(payload)}))
+    return payload
+
+
+def addon_tree(root: Path, dest: Path) -> Path:
+    result = run_netboot("initrd", "--root", str(root))
+    assert result.returncode == 0, result.stderr
+    dest.mkdir()
+    with open(root / layout.ADDON_INITRD, "rb") as archive:
+        subprocess.run(["cpio", "-idm", "--quiet"], stdin=archive, cwd=dest, check=True)
+    return dest / "netboot"
+
+
+def client_script(home: Path, run: Path, payload: bytes) -> str:
+    base = f"http://{SERVER_IP}:{PORT}"
+    return f"""
+NB_BB=/bin/busybox
+. {CLIENT_DIR}/lib.sh
+NB_HOME={home} NB_RUN={run} NB_NETDEV=eth0
+nb_die() {{ echo "DIE: $*"; exit 3; }}
+nb_ram_mount() {{ mkdir -p "$NB_RUN/ram"; }}
+mkdir -p "$NB_RUN"
+NB_TRANSFER=multicast NB_SERVER={base} NB_IMAGE={IMAGE} NB_VERSION={VERSION}
+NB_URL={base}/images/{IMAGE}/versions/{VERSION}/root.squashfs
+NB_SIZE={len(payload)} NB_SHA256={hashlib.sha256(payload).hexdigest()}
+nb_get_http
+"""
+
+
+def test_room_shares_one_session_and_a_late_client_uses_http(
+    tmp_path: Path, bridge_lan: BridgeLan
+) -> None:
+    root = tmp_path / "root"
+    payload = publish(root)
+    home = addon_tree(root, tmp_path / "addon")
+    assert (home / "bin/udp-receiver").is_file() and (home / "lib/ld.so").is_file()
+    serve = ServeProcess(
+        bridge_lan.server,
+        root,
+        log_path=tmp_path / "serve.log",
+        interface="br0",
+        address=SERVER_IP,
+        http_port=PORT,
+        tftp_port=0,
+        dhcp="off",
+        extra=("--boot-transfer", "multicast", "--boot-multicast-window", str(WINDOW)),
+    ).start()
+    try:
+        procs = []
+        for index in range(3):
+            client = bridge_lan.client(f"c{index}")
+            client.ns.ip("addr", "add", f"10.99.0.{11 + index}/24", "dev", "eth0")
+            run = tmp_path / f"run{index}"
+            script = client_script(home, run, payload)
+            procs.append((run, client.ns.popen("busybox", "sh", "-c", script, **_pipes())))
+        for run, proc in procs:
+            out, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0, out
+            assert "netboot: image received by multicast and verified" in out, out
+            assert (run / "ram/root.squashfs").read_bytes() == payload
+        # one sender served all three; the server counted one session
+        stats = serve.api("/api/stats")
+        assert stats["multicast"]["started"] == 1, stats
+        assert stats["multicast"]["offered"] == 3, stats
+
+        # a client asking while a session sends is told to use HTTP (start a session, wait
+        # past the join window, then ask): one line says why, HTTP delivers the image
+        late = bridge_lan.client("late")
+        late.ns.ip("addr", "add", "10.99.0.30/24", "dev", "eth0")
+        first = late.ns.run("busybox", "wget", "-q", "-O", "-",
+                            f"http://{SERVER_IP}:{PORT}/multicast/{IMAGE}/{VERSION}")  # fmt: skip
+        assert "NB_MC_PORTBASE=" in first.stdout, first.stdout
+        late.ns.run("sleep", str(WINDOW))
+        run = tmp_path / "run-late"
+        proc = late.ns.popen("busybox", "sh", "-c", client_script(home, run, payload), **_pipes())
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        assert "multicast failed, using HTTP: server declined: a session for this image" in out
+        assert "netboot: image fetched and verified" in out, out
+        assert (run / "ram/root.squashfs").read_bytes() == payload
+    finally:
+        assert serve.stop() == 0, serve.tail()
+    assert "Traceback" not in serve.log()
+
+
+def _pipes() -> dict:
+    return {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}

@@ -54,11 +54,12 @@ def patched(name: str, xid: int, mac: bytes, ciaddr: str = "") -> bytes:
 def exchange(
     sock: socket.socket, payload: bytes, dest: tuple[str, int], xid: int
 ) -> tuple[bytes, float]:
-    """Send, wait for the reply with our xid (resend after 1 s, 4 tries); (reply, seconds)."""
-    for _ in range(4):
+    """Send, wait for the reply with our xid, resending after 1, 2, 4 and 8 s (a PXE ROM
+    backs off likewise: 4, 8, 16, 32 s); (reply, seconds since the last send)."""
+    for wait in (1, 2, 4, 8):
         start = time.monotonic()
         sock.sendto(payload, dest)
-        deadline = start + 1.0
+        deadline = start + wait
         while (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
             try:

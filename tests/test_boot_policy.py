@@ -342,3 +342,13 @@ def test_transfer_multicast_goes_on_the_cmdline_site_wide_and_per_client(tmp_pat
     assert "netboot.transfer=multicast" in site.cmdline
     (nfs,) = policy_for(tmp_path, {"boot": {"transfer": "multicast", "method": "nfs"}}).entries()
     assert "netboot.transfer" not in nfs.cmdline  # multicast is a way to fetch over HTTP
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [{"boot": {"transfer": "udp"}}, {"clients": {"transfer": "torrent"}}],
+    ids=["boot", "clients"],
+)
+def test_transfer_must_be_http_or_multicast(tmp_path: Path, toml: dict[str, Any]) -> None:
+    with pytest.raises(config_mod.ConfigError, match="transfer: must be one of"):
+        make_config(tmp_path, toml)

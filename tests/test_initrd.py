@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from netboot.commands import nfs as nfs_cmd
-from netboot.image.addon import shared_libraries
+from netboot.image.receiver import shared_libraries
 from netboot.image.standalone import (
     CLIENT_DIR,
     InitrdError,

@@ -12,9 +12,6 @@ One add-on serves every image: modules are bundled for each kernel version publi
 from __future__ import annotations
 
 import logging
-import re
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -48,67 +45,11 @@ def published_kernels(root: Path) -> dict[str, Path]:
     return kernels
 
 
-UDP_RECEIVER = "udp-receiver"
-# ldd lines: "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" and the loader's
-# "/lib64/ld-linux-x86-64.so.2 (0x...)"
-LDD_PATH = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)")
-
-
-def shared_libraries(binary: Path) -> tuple[Path, list[Path]]:
-    """(loader, libraries) a dynamic binary needs, as `ldd` on the build host lists them
-    (the way initramfs-tools' copy_exec decides). Raises InitrdError when ldd cannot."""
-    try:
-        out = subprocess.run(
-            ["ldd", str(binary)], capture_output=True, text=True, check=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise InitrdError(f"ldd {binary} failed: {exc}") from None
-    loader = None
-    libraries = []
-    for line in out.splitlines():
-        match = LDD_PATH.search(line)
-        if match is None:
-            continue
-        path = Path(match.group(1))
-        if "=>" not in line:  # only the loader is listed without a name
-            loader = path
-        else:
-            libraries.append(path)
-    if loader is None:
-        raise InitrdError(f"ldd {binary}: no dynamic loader listed")
-    return loader, libraries
-
-
-def add_udp_receiver(archive: cpio.Archive) -> bool:
-    """/netboot/bin/udp-receiver with its own loader (/netboot/lib/ld.so) and libraries,
-    for `netboot.transfer=multicast`; lib.sh runs it as `ld.so --library-path /netboot/lib`,
-    so it never mixes with the image's glibc. False (and a warning) when udpcast is not
-    installed on the build host: clients then fall back to HTTP."""
-    found = shutil.which(UDP_RECEIVER)
-    if found is None:
-        log.warning(
-            "%s not installed (package udpcast): multicast clients will use HTTP", UDP_RECEIVER
-        )
-        return False
-    binary = Path(found).resolve()
-    try:
-        loader, libraries = shared_libraries(binary)
-    except InitrdError as exc:
-        log.warning("cannot bundle %s: %s", UDP_RECEIVER, exc)
-        return False
-    archive.copy(f"netboot/bin/{UDP_RECEIVER}", binary, 0o755)
-    archive.copy("netboot/lib/ld.so", loader.resolve(), 0o755)
-    for library in libraries:
-        archive.copy(f"netboot/lib/{library.name}", library.resolve(), 0o755)
-    return True
-
-
 def addon_archive(kernel_trees: dict[str, Path]) -> cpio.Archive:
     """The add-on's entries; kernel_trees maps kernel version -> tree with its modules."""
     archive = cpio.Archive()
     archive.copy("scripts/netboot", client_file("scripts/netboot"), 0o755)
     add_client_files(archive)
-    add_udp_receiver(archive)
     for version, tree in sorted(kernel_trees.items()):
         add_modules(archive, tree, version)
         add_nfs_modules(archive, tree, version)

@@ -19,6 +19,7 @@ from pathlib import Path
 from netboot.atomic import write_atomically
 from netboot.image import cpio
 from netboot.image.errors import ImageError
+from netboot.image.receiver import add_udp_receiver
 from netboot.resources import ipxe_dir
 
 # ipxe/initrd/ of the source tree: the shell scripts both initrds are made of.
@@ -86,6 +87,7 @@ def add_client_files(archive: cpio.Archive) -> None:
     archive.file("netboot/bin/busybox", static_busybox(), 0o755)
     archive.copy("netboot/lib.sh", client_file("lib.sh"), 0o644)
     archive.copy("netboot/udhcpc.script", client_file("udhcpc.script"), 0o755)
+    add_udp_receiver(archive)
 
 
 def module_name(path: str) -> str:

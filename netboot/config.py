@@ -126,6 +126,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "multicast_sessions": Key(int, 4, _positive, "udpcast sessions at once (2 ports each)"),
         "multicast_window": Key(int, 5, _positive, "seconds clients may join one session"),
         "multicast_max_bitrate": Key(str, "", help="udp-sender --max-bitrate (e.g. 90m)"),
+        "loader": Key(str, "ipxe", _one_of("ipxe", "grub"), "UEFI boot loader: ipxe or grub"),
     },
     "ipxe": {
         "bios": Key(str, "undionly.kpxe", help="BIOS (arch 0) boot file"),
@@ -136,6 +137,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "http_x64": Key(str, "ipxe.efi", help="UEFI HTTP Boot (arch 16) file"),
         "binaries_dir": Key(str, "/usr/lib/ipxe", help="where the iPXE binaries come from"),
         "script": Key(str, "boot.ipxe", help="boot script template: a name in ipxe/ or a path"),
+    },
+    "grub": {
+        "shim_x64": Key(str, "/usr/lib/shim/shimx64.efi.signed", help="signed x64 shim"),
+        "grub_x64": Key(
+            str, "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", help="signed x64 GRUB"
+        ),
+        "shim_arm64": Key(str, "/usr/lib/shim/shimaa64.efi.signed", help="signed arm64 shim"),
+        "grub_arm64": Key(
+            str, "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed", help="signed arm64 GRUB"
+        ),
     },
     "dhcp": {
         "range_start": Key(str, "", _ipv4_or_empty, "first address of the pool"),
@@ -168,6 +179,7 @@ CLIENT_KEYS: dict[str, Key] = {
     "hostname": Key(str, ""),
     "image": Key(str, ""),
     "kernel_params": Key(str, ""),
+    "loader": Key(str, "", _one_of("", "ipxe", "grub")),
     "root_password_hash": Key(str, ""),
     "transfer": Key(str, "", _one_of("", "http", "multicast")),
 }
@@ -209,6 +221,7 @@ class Config:
     server: Any
     boot: Any
     ipxe: Any
+    grub: Any
     dhcp: Any
     image: Any
     clients: ClientTable = field(default_factory=ClientTable)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from netboot import layout, reload, sdnotify
-from netboot.boot import BootPolicy
+from netboot.boot import BootPolicy, grub
 from netboot.config import Config, ConfigError
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.errors import UserError
@@ -66,7 +66,8 @@ class Service(Protocol):
 
 
 def prepare_root(config: Config) -> list[str]:
-    """Create the served root and place the iPXE binaries in it; returns what was copied.
+    """Create the served root and place the iPXE binaries in it (and, with the GRUB loader
+    anywhere in the config, signed shim and GRUB); returns what was copied.
 
     A binary is copied again only when its size or mtime differ, so a restart is cheap and an
     admin's own build placed under another name is never touched.
@@ -76,7 +77,7 @@ def prepare_root(config: Config) -> list[str]:
     target_dir = config.tftp_root / layout.IPXE_DIR
     target_dir.mkdir(parents=True, exist_ok=True)
     source_dir = Path(config.ipxe.binaries_dir)
-    copied = []
+    copied = _place_shim_chains(config) if grub.uses_grub(config) else []
     if not source_dir.is_dir():
         log.warning(
             "no iPXE binaries in %s (install the 'ipxe' package): only clients that "
@@ -85,20 +86,42 @@ def prepare_root(config: Config) -> list[str]:
         )
         return copied
     for name in IPXE_BINARIES:
-        source = source_dir / name
-        target = target_dir / name
-        if not source.is_file():
-            continue
-        src = source.stat()
-        if target.exists():
-            dst = target.stat()
-            if dst.st_size == src.st_size and int(dst.st_mtime) == int(src.st_mtime):
-                continue
-        tmp = target.with_name(f".{name}.tmp")
-        shutil.copy2(source, tmp)
-        tmp.replace(target)
-        copied.append(name)
+        if _copy_changed(source_dir / name, target_dir / name):
+            copied.append(name)
     return copied
+
+
+def _place_shim_chains(config: Config) -> list[str]:
+    """Signed shim and GRUB of each CPU, where shim looks for GRUB (`netboot.boot.grub`).
+    A CPU whose files are not installed is skipped with a warning (arm64 on an amd64 host)."""
+    copied = []
+    for chain in dict.fromkeys(grub.CHAINS.values()):
+        sources = [Path(getattr(config.grub, key)) for key in (chain.shim_key, chain.grub_key)]
+        missing = [str(p) for p in sources if not p.is_file()]
+        if missing:
+            log.warning("loader grub: %s not found: no %s for those clients", ", ".join(missing),
+                        chain.directory)  # fmt: skip
+            continue
+        (config.tftp_root / chain.directory).mkdir(parents=True, exist_ok=True)
+        for source, name in zip(sources, (chain.shim_path, chain.grub_path), strict=True):
+            if _copy_changed(source, config.tftp_root / name):
+                copied.append(name)
+    return copied
+
+
+def _copy_changed(source: Path, target: Path) -> bool:
+    """Copy `source` to `target` atomically unless the size and mtime already match."""
+    if not source.is_file():
+        return False
+    src = source.stat()
+    if target.exists():
+        dst = target.stat()
+        if dst.st_size == src.st_size and int(dst.st_mtime) == int(src.st_mtime):
+            return False
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copy2(source, tmp)
+    tmp.replace(target)
+    return True
 
 
 class NetbootServer:
@@ -208,11 +231,7 @@ class NetbootServer:
         )
         copied = await asyncio.to_thread(prepare_root, self.config)
         if copied:
-            log.info(
-                "placed iPXE binaries in %s: %s",
-                self.config.tftp_root / layout.IPXE_DIR,
-                ", ".join(copied),
-            )
+            log.info("placed boot binaries in %s: %s", self.config.tftp_root, ", ".join(copied))
         http_port = await self._start_http()
         self.policy = BootPolicy(self.config, self.server_ip, http_port)
         try:
@@ -269,6 +288,7 @@ class NetbootServer:
             max_blksize=mtu - 32,
             max_transfers=self.config.server.tftp_max_transfers,
             max_per_client=self.config.server.tftp_max_per_client,
+            virtual=self.policy.tftp_file if self.policy is not None else None,
         )
         # Bound to the advertised address so replies come from the address the client asked
         # (a multi-homed host would otherwise pick a source by route); 0.0.0.0 when that

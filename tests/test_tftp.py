@@ -693,4 +693,21 @@ async def test_one_address_gets_at_most_max_per_client_transfers(root: Path, tmp
     finally:
         for sock in sockets:
             sock.close()
+async def test_virtual_files_are_served_and_others_come_from_the_root(root: Path, tmp_path: Path):
+    """The boot layer's hook: generated content for the names it knows, the root otherwise."""
+    generated = b"menu for one client\n" * 100  # several blocks
+
+    def virtual(name: str) -> bytes | None:
+        return generated if name.lstrip("/") == "grub/clients/x.cfg" else None
+
+    server = await started(root, virtual=virtual)
+    try:
+        await tftp_hpa_get(server.port, "/grub/clients/x.cfg", tmp_path / "cfg")
+        assert (tmp_path / "cfg").read_bytes() == generated
+        await busybox_get(server.port, "ipxe/undionly.kpxe", tmp_path / "ipxe", 1468)
+        assert same(tmp_path / "ipxe", IPXE_BINARY)
+        out = await tftp_hpa_get(server.port, "grub/clients/y.cfg", tmp_path / "missing")
+        assert b"not found" in out.lower() or b"error" in out.lower(), out
+        assert server.stats["virtual"] == 1
+    finally:
         await server.close()

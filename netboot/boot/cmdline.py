@@ -27,9 +27,13 @@ NETBOOT_PARAMS: dict[str, str] = {
     "settings": "URL of the client settings (a shell fragment)",
 }
 
+# iPXE fills these in itself; a renderer for another loader (GRUB) resolves them per client
+IPXE_MAC_HEXHYP = "${mac:hexhyp}"
+IPXE_MAC = "${mac}"
+
 # before the netboot.* ones: initramfs-tools runs the add-on's /scripts/netboot, the
 # network comes up by DHCP, and iPXE names the NIC that booted
-BASE_PARAMS = ("boot=netboot", "ip=dhcp", "BOOTIF=01-${mac:hexhyp}")
+BASE_PARAMS = ("boot=netboot", "ip=dhcp", f"BOOTIF=01-{IPXE_MAC_HEXHYP}")
 
 Value = str | int | None
 
@@ -46,3 +50,9 @@ def netboot_cmdline(values: Mapping[str, Value]) -> str:
         if value is not None and value != "":
             params.append(f"netboot.{name}={value}")
     return " ".join(params)
+
+
+def for_client(cmdline: str, mac: str) -> str:
+    """`cmdline` with iPXE's MAC variables replaced by this client's MAC (lower-case, colons),
+    for a loader that cannot fill them in (GRUB renders one config per client)."""
+    return cmdline.replace(IPXE_MAC_HEXHYP, mac.replace(":", "-")).replace(IPXE_MAC, mac)

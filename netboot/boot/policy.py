@@ -8,12 +8,16 @@ for settings; none of them builds a URL or reads `[boot]` or `[clients]` itself.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from netboot.boot import entries, pxe
+from netboot.boot import entries, grub, pxe
+from netboot.boot.arch import ARCH_EFI_X64_HTTP
 from netboot.boot.facts import ClientFacts
 from netboot.boot.menu import BootEntry, BootMenu
 from netboot.config import Config
+
+log = logging.getLogger("netboot.boot")
 
 
 class BootPolicy:
@@ -23,6 +27,7 @@ class BootPolicy:
         self.config = config
         self.server_ip = server_ip
         self.http_port = http_port
+        self._http_boot_noted = False
 
     # --- where clients reach us -----------------------------------------------------------
 
@@ -44,13 +49,33 @@ class BootPolicy:
 
     def pxe_answer(self, facts: ClientFacts) -> pxe.PxeAnswer | pxe.NoAnswer:
         """The boot file (or, for iPXE, the script URL) a DHCP reply names."""
+        loader = self.loader(facts.mac)
+        http_boot = facts.http_client or facts.arch == ARCH_EFI_X64_HTTP
+        if loader == "grub" and http_boot and not facts.ipxe and not self._http_boot_noted:
+            self._http_boot_noted = True
+            log.info(
+                "loader grub: UEFI HTTP Boot clients get iPXE over HTTP instead (Debian 12's "
+                "signed GRUB cannot read its config over HTTP; docs/secure-boot.md)"
+            )
         return pxe.pxe_answer(
             facts,
             ipxe=self.config.ipxe,
             tftp_root=self.config.tftp_root,
             http_base=self.http_base,
             script_url=self.script_url,
+            loader=loader,
         )
+
+    # --- TFTP -------------------------------------------------------------------------------
+
+    def tftp_file(self, path: str) -> bytes | None:
+        """A generated TFTP file (GRUB's configs), or None: the TFTP server then serves the
+        file of its root. Reads the served root: call it off the event loop."""
+        return grub.virtual_file(path, self.grub_menu)
+
+    def grub_menu(self, mac: str) -> BootMenu:
+        """The menu of a client running GRUB (a UEFI machine; shim booted it)."""
+        return self.menu(ClientFacts(mac, platform="efi"))
 
     # --- what a client boots ----------------------------------------------------------------
 
@@ -77,6 +102,11 @@ class BootPolicy:
         if self.config.server.ltsp_compat:
             found += entries.ltsp_entries(self.config.server, self.server_ip)
         return found
+
+    def loader(self, mac: str) -> str:
+        """The boot loader of UEFI PXE clients ("ipxe" or "grub"): the client's `[clients]`
+        loader, else `boot.loader`."""
+        return self.client_settings(mac).get("loader") or self.config.boot.loader
 
     def kernel_params(self, mac: str) -> str:
         """Extra kernel parameters: the site-wide ones, then this client's."""

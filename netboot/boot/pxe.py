@@ -12,6 +12,7 @@ from typing import Any
 
 from netboot.boot.arch import ARCH_BIOS, ARCH_EFI_X64_HTTP, ARCH_TABLE, firmware_name
 from netboot.boot.facts import ClientFacts
+from netboot.boot.grub import CHAINS
 from netboot.layout import IPXE_DIR
 
 
@@ -38,10 +39,18 @@ class NoAnswer:
 
 
 def pxe_answer(
-    facts: ClientFacts, *, ipxe: Any, tftp_root: Path, http_base: str, script_url: str
+    facts: ClientFacts,
+    *,
+    ipxe: Any,
+    tftp_root: Path,
+    http_base: str,
+    script_url: str,
+    loader: str = "ipxe",
 ) -> PxeAnswer | NoAnswer:
     """The answer for `facts`: `ipxe` is the `[ipxe]` config section naming the binaries,
-    looked for in `tftp_root/ipxe/` on every call (a binary added later is found)."""
+    looked for in `tftp_root/ipxe/` on every call (a binary added later is found).
+    With `loader` "grub", UEFI x64 and arm64 PXE clients get shim instead (BIOS and HTTP
+    Boot clients keep iPXE: see `uses_shim`)."""
     arch = facts.arch
     if facts.ipxe:
         return PxeAnswer(script_url, "PXEClient", firmware_name(arch), arch, True)
@@ -50,6 +59,12 @@ def pxe_answer(
     entry = ARCH_TABLE.get(arch)
     if entry is None:
         return NoAnswer(f"unsupported client architecture {arch}")
+    if loader == "grub" and uses_shim(facts, arch):
+        shim = CHAINS[arch].shim_path
+        if not (tftp_root / shim).is_file():
+            return NoAnswer(f"loader grub: no {shim} in the TFTP root (install shim-signed)")
+        # shim takes its directory from the BOOTP file field: the DHCP side puts it there
+        return PxeAnswer(shim, "PXEClient", entry.firmware, arch, False)
     keys = [entry.boot_file_key] + ([entry.fallback_key] if entry.fallback_key else [])
     names = [getattr(ipxe, key) for key in keys]
     name = next((n for n in names if (tftp_root / IPXE_DIR / n).is_file()), None)
@@ -59,3 +74,9 @@ def pxe_answer(
         url = f"{http_base}/{IPXE_DIR}/{name}"
         return PxeAnswer(url, "HTTPClient", entry.firmware, arch, False)
     return PxeAnswer(f"{IPXE_DIR}/{name}", "PXEClient", entry.firmware, arch, False)
+
+
+def uses_shim(facts: ClientFacts, arch: int) -> bool:
+    """Whether loader "grub" sends this client shim: UEFI PXE on x64 and arm64 only. HTTP
+    Boot clients keep iPXE: Debian 12's signed GRUB cannot read its config over HTTP."""
+    return arch in CHAINS and not facts.http_client and arch != ARCH_EFI_X64_HTTP

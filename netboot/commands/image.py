@@ -15,6 +15,7 @@ from pathlib import Path
 
 from netboot import config as config_mod
 from netboot import layout
+from netboot.boot.grub import uses_grub
 from netboot.commands.image_options import add_kernel_rule_flag, add_location_flags, image_config
 from netboot.config_flags import add_key_flags, overrides
 from netboot.image import publish
@@ -175,7 +176,26 @@ def _revert(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
-def _build_all(args: argparse.Namespace, settings: BuildSettings, base_dir: Path) -> int:
+def _warn_unsigned(outcome: BuildOutcome) -> None:
+    """One line when Secure Boot clients of the GRUB loader would refuse this kernel."""
+    from netboot.image.signature import kernel_signed
+
+    signed = kernel_signed(outcome.directory / layout.KERNEL)
+    if signed is False:
+        print(
+            f"netboot image: warning: {outcome.name} {outcome.version}: the kernel is not "
+            "signed: GRUB-loader clients with Secure Boot on will refuse it "
+            "('bad shim signature'); published anyway (docs/secure-boot.md)",
+            file=sys.stderr,
+        )
+    elif signed is None:
+        print(f"netboot image: {outcome.name}: kernel signature not checked "
+              "(install sbsigntool)", file=sys.stderr)  # fmt: skip
+
+
+def _build_all(
+    args: argparse.Namespace, settings: BuildSettings, base_dir: Path, check_signed: bool
+) -> int:
     _check_can_build()
     specs = args.sources or list_sources(base_dir)
     if not specs:
@@ -193,6 +213,8 @@ def _build_all(args: argparse.Namespace, settings: BuildSettings, base_dir: Path
             except ImageError as exc:
                 raise ImageError(f"{source.name}: {exc}") from None
             print(_report(outcome), flush=True)
+            if check_signed:
+                _warn_unsigned(outcome)
             if outcome.pruned:
                 print(
                     f"netboot image: {outcome.name}: removed old versions "
@@ -237,4 +259,4 @@ def run(args: argparse.Namespace) -> int:
     with os_errors_shown():
         if args.revert:
             return _revert(args, config.root)
-        return _build_all(args, _settings(args, config), base_dir)
+        return _build_all(args, _settings(args, config), base_dir, uses_grub(config))

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="full DHCP: start even if another DHCP server answers",
     )
-    add_key_flags(parser, ("server", "boot", "ipxe", "dhcp"), taken=FLAG_KEYS.values())
+    add_key_flags(parser, ("server", "boot", "ipxe", "grub", "dhcp"), taken=FLAG_KEYS.values())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import collections
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from netboot.datagram import Address, DatagramEndpoint, open_endpoint
@@ -21,7 +22,13 @@ from netboot.paths import UnsafePath, confine
 from netboot.ratelimit import limited
 from netboot.records import ClientRecords
 from netboot.tftp.options import MAX_BLKSIZE, MIN_BLKSIZE, negotiate
-from netboot.tftp.transfer import NotAFile, Transfer, TransferRequest, open_regular
+from netboot.tftp.transfer import (
+    NotAFile,
+    Transfer,
+    TransferRequest,
+    open_bytes,
+    open_regular,
+)
 from netboot.tftp.wire import (
     ERR_ACCESS,
     ERR_ILLEGAL,
@@ -40,8 +47,14 @@ from netboot.untrusted import for_log
 log = logging.getLogger("netboot.tftp")
 
 
+# A generated file's content for a requested name, or None for "a file of the root". Asked
+# in the executor (it may read the disk); the boot layer answers it (BootPolicy.tftp_file).
+VirtualFiles = Callable[[str], bytes | None]
+
+
 class TftpServer:
-    """Serves files under root, read-only, to any number of clients at once."""
+    """Serves files under root, read-only, to any number of clients at once, and the few
+    names `virtual` generates (GRUB's per-client configs)."""
 
     def __init__(
         self,
@@ -53,8 +66,10 @@ class TftpServer:
         max_blksize: int = MAX_BLKSIZE,
         max_transfers: int = 500,
         max_per_client: int = 8,
+        virtual: VirtualFiles | None = None,
     ) -> None:
         self.root = Path(root)
+        self.virtual = virtual
         self.max_transfers = max_transfers
         self.max_per_client = max_per_client
         self.records = records
@@ -160,7 +175,7 @@ class TftpServer:
             self._refuse(client, name, ERR_ACCESS, str(exc))
             return
         loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(None, open_regular, path)
+        opening = loop.run_in_executor(None, self._open, name, path)
         try:
             fd, size = await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -193,6 +208,15 @@ class TftpServer:
         self.stats["transfers"] += 1
         log.debug("tftp %s to %s:%s options %s", for_log(name), *client, options.acknowledged)
         transfer.start()
+
+    def _open(self, name: str, path: Path) -> tuple[int, int]:
+        """(fd, size) of a generated file when `virtual` makes one, else of the root's file."""
+        if self.virtual is not None:
+            content = self.virtual(name)
+            if content is not None:
+                self.stats["virtual"] += 1
+                return open_bytes(content)
+        return open_regular(path)
 
     def _refuse(
         self, client: Address, name: str, code: int, reason: str, level: int = logging.WARNING

@@ -79,6 +79,19 @@ def open_regular(path: Path) -> tuple[int, int]:
     return fd, info.st_size
 
 
+def open_bytes(content: bytes) -> tuple[int, int]:
+    """An anonymous in-memory file holding `content`; (fd, size), read like a real file."""
+    fd = os.memfd_create("netboot-tftp", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, len(content)
+
+
 def read_chunk(fd: int, offset: int, length: int, netascii: bool) -> tuple[int, bytes]:
     """One read-ahead chunk (runs in the executor): (bytes read from the file, wire data).
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from vmbed.checks import check_image_boot, check_record, kinds, wait_for_marker
-from vmbed.config import VmServe, running, write_config
+from vmbed.config import VmServe, full_dhcp_section, running, write_config
 from vmbed.image import TestImage
 from vmbed.network import network
 from vmbed.run import BOOT_TIMEOUT, IMAGE_NAME, SERIAL_CONSOLE, VmRun
@@ -21,16 +21,11 @@ pytestmark = pytest.mark.skipif(FULL_DHCP_PENDING, reason="pending: full DHCP mo
 @pytest.fixture(scope="module")
 def full_server(vm_workdir: Path, test_image: TestImage) -> Iterator[VmServe]:
     with network(vm_workdir / "lan-full", foreign_dhcp=False) as net:
-        start, end = net.pool
-        dhcp = (
-            f'\n[dhcp]\nrange_start = "{start}"\nrange_end = "{end}"\n'
-            f'netmask = "255.255.255.0"\nlease_file = "{net.workdir / "leases.json"}"\n'
-        )
         config = write_config(
             net.workdir / "netboot.toml",
             default_image=IMAGE_NAME,
             kernel_params=SERIAL_CONSOLE,
-            extra=dhcp,
+            extra=full_dhcp_section(net),
         )
         server = VmServe(net, test_image.root, config, net.workdir / "server.log", "full")
         with running(server):

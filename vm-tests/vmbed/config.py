@@ -27,6 +27,7 @@ def write_config(
     clients: dict[str, dict[str, str]] | None = None,
     client_defaults: dict[str, str] | None = None,
     extra: str = "",
+    loader: str = "ipxe",
 ) -> Path:
     """A server config: boot at once (no menu wait), serial console, per-client settings."""
     lines = [
@@ -34,6 +35,7 @@ def write_config(
         f"default_image = {toml_string(default_image)}",
         "menu_timeout = 0",
         f"kernel_params = {toml_string(kernel_params)}",
+        f"loader = {toml_string(loader)}",
         "",
     ]
     if client_defaults or clients:
@@ -47,6 +49,15 @@ def write_config(
             lines.append("")
     path.write_text("\n".join(lines) + extra)
     return path
+
+
+def full_dhcp_section(net: TestNetwork) -> str:
+    """The `[dhcp]` table of a server in full DHCP mode on `net` (its pool, its lease file)."""
+    start, end = net.pool
+    return (
+        f'\n[dhcp]\nrange_start = "{start}"\nrange_end = "{end}"\n'
+        f'netmask = "255.255.255.0"\nlease_file = "{net.workdir / "leases.json"}"\n'
+    )
 
 
 class VmServe(ServeProcess):

@@ -18,6 +18,12 @@ from vmbed.network import TestNetwork
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot: the SMM build of OVMF and variables enrolled with Microsoft's keys (shim is
+# signed by Microsoft's UEFI CA); q35 with SMM, the flash write-protected from the OS
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_VARS_MS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+SECURE_BOOT_MACHINE = ["-machine", "q35,smm=on", "-global",
+                       "driver=cfi.pflash01,property=secure,value=on"]  # fmt: skip
 
 
 class BootTimeout(AssertionError):
@@ -38,6 +44,7 @@ class ClientSpec:
     nic: str  # "virtio-net-pci" | "e1000"
     mac: str
     memory_mb: int = 512
+    secure_boot: bool = False  # uefi only: OVMF with Secure Boot on and Microsoft's keys
 
     @property
     def keeps_rom(self) -> bool:
@@ -86,11 +93,15 @@ class QemuClient:
             device,
         ]
         if spec.firmware == "uefi":
+            code, variables = (OVMF_CODE_SECBOOT, OVMF_VARS_MS) if spec.secure_boot else (
+                OVMF_CODE, OVMF_VARS)  # fmt: skip
+            if spec.secure_boot:
+                argv += SECURE_BOOT_MACHINE
             vars_copy = self.workdir / f"{self.name}.vars.fd"
-            shutil.copyfile(OVMF_VARS, vars_copy)
+            shutil.copyfile(variables, vars_copy)
             argv += [
                 "-drive",
-                f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                f"if=pflash,format=raw,readonly=on,file={code}",
                 "-drive",
                 f"if=pflash,format=raw,file={vars_copy}",
             ]

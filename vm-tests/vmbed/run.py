@@ -47,8 +47,9 @@ class VmRun:
         mac: str | None = None,
         memory_mb: int = 512,
         name: str | None = None,
+        secure_boot: bool = False,
     ) -> QemuClient:
-        spec = ClientSpec(firmware, nic, mac or new_mac(), memory_mb)
+        spec = ClientSpec(firmware, nic, mac or new_mac(), memory_mb, secure_boot)
         name = name or f"{firmware}-{nic}-{spec.mac.replace(':', '')[-4:]}"
         client = QemuClient(server.net, spec, self.workdir, name).start()
         self.clients.append((client, server))

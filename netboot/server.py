@@ -232,6 +232,12 @@ class NetbootServer:
         copied = await asyncio.to_thread(prepare_root, self.config)
         if copied:
             log.info("placed boot binaries in %s: %s", self.config.tftp_root, ", ".join(copied))
+        if grub.uses_grub(self.config) and server.dhcp != "full":
+            log.warning(
+                "loader grub without --dhcp full: GRUB reads its menu from the site DHCP "
+                "server's next-server, which must be %s (docs/secure-boot.md)",
+                self.server_ip,
+            )
         http_port = await self._start_http()
         self.policy = BootPolicy(self.config, self.server_ip, http_port)
         try:

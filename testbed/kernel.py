@@ -26,6 +26,7 @@ from netboot.image.standalone import resolve_modules
 SHARED_CACHE = Path(os.environ.get("NETBOOT_TEST_CACHE", "/var/cache/netboot-tests"))
 USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "netboot-tests"
 CLOUD_PACKAGE = "linux-image-cloud-amd64"
+CLOUD_PACKAGE_ARM64 = "linux-image-cloud-arm64"
 GENERIC_PACKAGE = "linux-image-amd64"
 BOOT_MODULES = ("e1000", "e1000e", "virtio_net", "virtio_pci", "af_packet", "loop", "squashfs",
                 "overlay")  # fmt: skip
@@ -56,16 +57,31 @@ def cloud_kernel() -> KernelTree:
     return cached_kernel("tree-", CLOUD_PACKAGE, r"linux-image-\S+-cloud-amd64", extract)
 
 
+def cloud_kernel_arm64() -> KernelTree:
+    """Debian's arm64 cloud kernel (signed, like the amd64 one), for the arm64 UEFI client."""
+
+    def extract(deb: Path, version: str, tree: Path) -> None:
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
+
+    return cached_kernel("arm64-tree-", CLOUD_PACKAGE_ARM64, r"linux-image-\S+-cloud-arm64",
+                         extract, arch="arm64")  # fmt: skip
+
+
 def generic_kernel() -> KernelTree:
     """Debian's generic kernel with only its boot modules (and what they depend on)."""
     return cached_kernel("generic-boot-", GENERIC_PACKAGE, r"linux-image-\d\S+-amd64", _trim)
 
 
 def cached_kernel(
-    prefix: str, meta: str, pattern: str, extract: Callable[[Path, str, Path], None]
+    prefix: str,
+    meta: str,
+    pattern: str,
+    extract: Callable[[Path, str, Path], None],
+    arch: str = "",
 ) -> KernelTree:
     """The cached tree `<prefix><version>`, made the first time by `extract(deb, version, tree)`
-    for the package that meta package `meta` depends on (a name matching `pattern`)."""
+    for the package that meta package `meta` depends on (a name matching `pattern`); `arch`
+    names a foreign architecture (arm64) to fetch packages of."""
     for cache in (SHARED_CACHE, USER_CACHE):
         if found := _complete_tree(cache, prefix):  # complete trees never change: no lock
             return found
@@ -75,8 +91,10 @@ def cached_kernel(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if found := _complete_tree(cache, prefix):  # made by a parallel test meanwhile
             return found
-        package = resolve_package(meta, pattern)
-        deb = download_deb(package, cache)
+        if arch:
+            ensure_foreign_arch(arch)
+        package = resolve_package(f"{meta}:{arch}" if arch else meta, pattern)
+        deb = download_deb(package, cache, arch)
         version = package.removeprefix("linux-image-")
         tree = cache / f"{prefix}{version}"
         shutil.rmtree(tree, ignore_errors=True)
@@ -115,15 +133,27 @@ def resolve_package(meta: str, pattern: str) -> str:
     raise RuntimeError(f"cannot resolve {meta} with apt-cache depends")
 
 
-def download_deb(package: str, cache: Path) -> Path:
+def download_deb(package: str, cache: Path, arch: str = "") -> Path:
     """The package's .deb in the cache, fetched with `apt-get download` the first time (it
-    is kept: a later re-extraction needs no download)."""
-    debs = sorted(cache.glob(f"{package}_*.deb"))
+    is kept: a later re-extraction needs no download); `arch` for a foreign one."""
+    pattern = f"{package}_*_{arch}.deb" if arch else f"{package}_*.deb"
+    debs = sorted(cache.glob(pattern))
     if not debs:
-        subprocess.run(["apt-get", "download", package], cwd=cache, check=True,
+        name = f"{package}:{arch}" if arch else package
+        subprocess.run(["apt-get", "download", name], cwd=cache, check=True,
                        capture_output=True)  # fmt: skip
-        debs = sorted(cache.glob(f"{package}_*.deb"))
+        debs = sorted(cache.glob(pattern))
     return debs[0]
+
+
+def ensure_foreign_arch(arch: str) -> None:
+    """Make dpkg/apt know `arch` packages (only their lists: nothing of it is installed), as
+    the arm64 test needs Debian's arm64 shim, GRUB, kernel and busybox on an amd64 host."""
+    known = subprocess.run(["dpkg", "--print-foreign-architectures"], capture_output=True,
+                           text=True, check=True).stdout.split()  # fmt: skip
+    if arch not in known:
+        subprocess.run(["dpkg", "--add-architecture", arch], check=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
 
 
 def _trim(deb: Path, version: str, tree: Path) -> None:

@@ -74,8 +74,11 @@ def _busybox_applets() -> list[str]:
     return [line for line in out.split() if line]
 
 
-def build_chroot(dest: Path, kernel_root: Path, kernel_version: str) -> str:
-    """Make the chroot at `dest` and return its stamp."""
+def build_chroot(
+    dest: Path, kernel_root: Path, kernel_version: str, busybox: Path = BUSYBOX
+) -> str:
+    """Make the chroot at `dest` and return its stamp. `busybox` is the static binary put in
+    it (another CPU's for the arm64 image; the applet list comes from the host's)."""
     if dest.exists():
         shutil.rmtree(dest)
     for sub in (
@@ -94,7 +97,7 @@ def build_chroot(dest: Path, kernel_root: Path, kernel_version: str) -> str:
         "lib/modules",
     ):
         (dest / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(BUSYBOX, dest / "bin/busybox")
+    shutil.copy2(busybox, dest / "bin/busybox")
     for applet in _busybox_applets():
         link = dest / applet
         if not link.exists() and applet != "bin/busybox":

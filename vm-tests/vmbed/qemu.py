@@ -22,6 +22,9 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 # signed by Microsoft's UEFI CA); q35 with SMM, the flash write-protected from the OS
 OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 OVMF_VARS_MS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
+AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
+AAVMF_VARS_MS = Path("/usr/share/AAVMF/AAVMF_VARS.ms.fd")
 SECURE_BOOT_MACHINE = ["-machine", "q35,smm=on", "-global",
                        "driver=cfi.pflash01,property=secure,value=on"]  # fmt: skip
 
@@ -45,6 +48,7 @@ class ClientSpec:
     mac: str
     memory_mb: int = 512
     secure_boot: bool = False  # uefi only: OVMF with Secure Boot on and Microsoft's keys
+    cpu: str = "x86_64"  # or "arm64": qemu-system-aarch64, virt machine, AAVMF (uefi only)
 
     @property
     def keeps_rom(self) -> bool:
@@ -74,8 +78,10 @@ class QemuClient:
         device = f"{spec.nic},netdev=n0,mac={spec.mac},bootindex=1"
         if not spec.keeps_rom:
             device += ",romfile="
+        arm64 = spec.cpu == "arm64"
         argv = [
-            "qemu-system-x86_64",
+            "qemu-system-aarch64" if arm64 else "qemu-system-x86_64",
+            *(["-M", "virt", "-cpu", "cortex-a57"] if arm64 else []),
             "-accel",
             "tcg",
             "-m",
@@ -93,9 +99,8 @@ class QemuClient:
             device,
         ]
         if spec.firmware == "uefi":
-            code, variables = (OVMF_CODE_SECBOOT, OVMF_VARS_MS) if spec.secure_boot else (
-                OVMF_CODE, OVMF_VARS)  # fmt: skip
-            if spec.secure_boot:
+            code, variables = self.firmware_files()
+            if spec.secure_boot and not arm64:
                 argv += SECURE_BOOT_MACHINE
             vars_copy = self.workdir / f"{self.name}.vars.fd"
             shutil.copyfile(variables, vars_copy)
@@ -106,6 +111,14 @@ class QemuClient:
                 f"if=pflash,format=raw,file={vars_copy}",
             ]
         return argv
+
+    def firmware_files(self) -> tuple[Path, Path]:
+        """UEFI code and the variables to copy: OVMF or AAVMF, with Microsoft's keys enrolled
+        for Secure Boot (AAVMF's code is the same for both; its `.ms` vars turn SB on)."""
+        secure = self.spec.secure_boot
+        if self.spec.cpu == "arm64":
+            return AAVMF_CODE, AAVMF_VARS_MS if secure else AAVMF_VARS
+        return (OVMF_CODE_SECBOOT, OVMF_VARS_MS) if secure else (OVMF_CODE, OVMF_VARS)
 
     def start(self) -> QemuClient:
         self.workdir.mkdir(parents=True, exist_ok=True)

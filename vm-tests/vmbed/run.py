@@ -48,8 +48,9 @@ class VmRun:
         memory_mb: int = 512,
         name: str | None = None,
         secure_boot: bool = False,
+        cpu: str = "x86_64",
     ) -> QemuClient:
-        spec = ClientSpec(firmware, nic, mac or new_mac(), memory_mb, secure_boot)
+        spec = ClientSpec(firmware, nic, mac or new_mac(), memory_mb, secure_boot, cpu)
         name = name or f"{firmware}-{nic}-{spec.mac.replace(':', '')[-4:]}"
         client = QemuClient(server.net, spec, self.workdir, name).start()
         self.clients.append((client, server))

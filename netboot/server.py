@@ -294,13 +294,18 @@ class NetbootServer:
             max_blksize=mtu - 32,
             max_transfers=self.config.server.tftp_max_transfers,
             max_per_client=self.config.server.tftp_max_per_client,
-            virtual=self.policy.tftp_file if self.policy is not None else None,
+            virtual=self._virtual_file,
         )
         # Bound to the advertised address so replies come from the address the client asked
         # (a multi-homed host would otherwise pick a source by route); 0.0.0.0 when that
         # address is not local (NAT, a VIP elsewhere).
         host = self.server_ip if self.server_ip == self.interface.address else "0.0.0.0"
         await self._start_service("tftp", tftp, tftp.start(host, port))
+
+    def _virtual_file(self, name: str) -> bytes | None:
+        """TFTP's generated files, from the current policy (a reload replaces it)."""
+        policy = self.policy
+        return policy.tftp_file(name) if policy is not None else None
 
     async def _start_full_dhcp(self) -> None:
         from netboot.dhcp.detect import find_other_dhcp_servers

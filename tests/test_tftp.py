@@ -693,6 +693,8 @@ async def test_one_address_gets_at_most_max_per_client_transfers(root: Path, tmp
     finally:
         for sock in sockets:
             sock.close()
+
+
 async def test_virtual_files_are_served_and_others_come_from_the_root(root: Path, tmp_path: Path):
     """The boot layer's hook: generated content for the names it knows, the root otherwise."""
     generated = b"menu for one client\n" * 100  # several blocks

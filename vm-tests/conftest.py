@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vmbed.config import VmServe, running, write_config
+from vmbed.config import VmServe, full_dhcp_section, running, write_config
 from vmbed.image import TestImage
 from vmbed.network import TestNetwork, network
 from vmbed.run import (
@@ -145,6 +145,22 @@ def proxy_server(
     )
     with running(VmServe(proxy_lan, test_image.root, config, workdir / "server.log")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def full_server(vm_workdir: Path, test_image: TestImage) -> Iterator[VmServe]:
+    """`netboot serve --dhcp full` on a second LAN with no site DHCP server (full DHCP and
+    HTTP Boot tests); it must stop cleanly on SIGTERM."""
+    with network(vm_workdir / "lan-full", foreign_dhcp=False) as net:
+        config = write_config(
+            net.workdir / "netboot.toml",
+            default_image=IMAGE_NAME,
+            kernel_params=SERIAL_CONSOLE,
+            extra=full_dhcp_section(net),
+        )
+        server = VmServe(net, test_image.root, config, net.workdir / "server.log", "full")
+        with running(server):
+            yield server
 
 
 @pytest.fixture

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from vmbed.checks import check_image_boot, check_record, kinds, wait_for_marker
-from vmbed.config import VmServe, full_dhcp_section, running, write_config
+from vmbed.config import VmServe
 from vmbed.image import TestImage
-from vmbed.network import network
-from vmbed.run import BOOT_TIMEOUT, IMAGE_NAME, SERIAL_CONSOLE, VmRun
+from vmbed.run import BOOT_TIMEOUT, VmRun
 
 # Enabling this case is this one line (it is pending while `--dhcp full` has not landed).
 FULL_DHCP_PENDING = False
 
 pytestmark = pytest.mark.skipif(FULL_DHCP_PENDING, reason="pending: full DHCP mode not landed")
-
-
-@pytest.fixture(scope="module")
-def full_server(vm_workdir: Path, test_image: TestImage) -> Iterator[VmServe]:
-    with network(vm_workdir / "lan-full", foreign_dhcp=False) as net:
-        config = write_config(
-            net.workdir / "netboot.toml",
-            default_image=IMAGE_NAME,
-            kernel_params=SERIAL_CONSOLE,
-            extra=full_dhcp_section(net),
-        )
-        server = VmServe(net, test_image.root, config, net.workdir / "server.log", "full")
-        with running(server):
-            yield server
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,11 @@ AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
 AAVMF_VARS_MS = Path("/usr/share/AAVMF/AAVMF_VARS.ms.fd")
 SECURE_BOOT_MACHINE = ["-machine", "q35,smm=on", "-global",
                        "driver=cfi.pflash01,property=secure,value=on"]  # fmt: skip
+# UEFI HTTP Boot at once: OVMF (2022.11 and later) reads these fw_cfg knobs and then offers no
+# PXEv4/PXEv6 boot options, so its first network boot option is "UEFI HTTPv4". Without them it
+# tries HTTP Boot only after PXEv4 and PXEv6 both timed out (about 3 minutes).
+HTTP_BOOT_ONLY = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                  "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]  # fmt: skip
 
 
 class BootTimeout(AssertionError):
@@ -49,6 +54,7 @@ class ClientSpec:
     memory_mb: int = 512
     secure_boot: bool = False  # uefi only: OVMF with Secure Boot on and Microsoft's keys
     cpu: str = "x86_64"  # or "arm64": qemu-system-aarch64, virt machine, AAVMF (uefi only)
+    http_boot: bool = False  # uefi + virtio without ROM: UEFI HTTP Boot, PXE switched off
 
     @property
     def keeps_rom(self) -> bool:
@@ -57,7 +63,7 @@ class ClientSpec:
     @property
     def native_pxe(self) -> bool:
         """The firmware's own PXE fetches iPXE over TFTP (QEMU's NIC ROMs are iPXE already)."""
-        return self.firmware == "uefi" and not self.keeps_rom
+        return self.firmware == "uefi" and not self.keeps_rom and not self.http_boot
 
 
 class QemuClient:
@@ -102,6 +108,8 @@ class QemuClient:
             code, variables = self.firmware_files()
             if spec.secure_boot and not arm64:
                 argv += SECURE_BOOT_MACHINE
+            if spec.http_boot:
+                argv += HTTP_BOOT_ONLY
             vars_copy = self.workdir / f"{self.name}.vars.fd"
             shutil.copyfile(variables, vars_copy)
             argv += [

@@ -49,8 +49,9 @@ class VmRun:
         name: str | None = None,
         secure_boot: bool = False,
         cpu: str = "x86_64",
+        http_boot: bool = False,
     ) -> QemuClient:
-        spec = ClientSpec(firmware, nic, mac or new_mac(), memory_mb, secure_boot, cpu)
+        spec = ClientSpec(firmware, nic, mac or new_mac(), memory_mb, secure_boot, cpu, http_boot)
         name = name or f"{firmware}-{nic}-{spec.mac.replace(':', '')[-4:]}"
         client = QemuClient(server.net, spec, self.workdir, name).start()
         self.clients.append((client, server))

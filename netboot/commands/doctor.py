@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from netboot.config import load_for_command
-from netboot.doctor import PROBLEM, Finding, files, network, ports
+from netboot.doctor import PROBLEM, Finding, files, network, ports, secure_boot
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,9 +34,13 @@ async def diagnose(args: argparse.Namespace) -> list[Finding]:
     findings += found
     if info is not None and config.server.dhcp != "off" and not args.no_dhcp:
         findings += await network.dhcp_servers(config, info)
+    else:  # the site's DHCP server was not asked for its next-server
+        own = {info.address if info else "", config.server.address} - {""}
+        findings += secure_boot.next_server_findings(config, own, None)
     findings += ports.port_findings(config)
     findings += await asyncio.to_thread(ports.firewall_findings, config)
     findings += files.ipxe_findings(config)
+    findings += secure_boot.shim_findings(config)
     findings += await asyncio.to_thread(files.image_findings, config)
     findings += files.disk_findings(config)
     return findings

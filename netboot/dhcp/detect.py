@@ -46,6 +46,7 @@ class Offer:
     address: str  # yiaddr; "0.0.0.0" from a proxyDHCP
     boot_file: str  # file field or option 67; "" when none
     pxe: bool  # vendor class PXEClient or a boot file: it answers PXE clients
+    next_server: str = "0.0.0.0"  # siaddr: where GRUB fetches its menu (docs/secure-boot.md)
 
     @property
     def gives_address(self) -> bool:
@@ -95,6 +96,7 @@ def read_offer(data: bytes, xid: int, mac: bytes, sender: str) -> Offer | None:
         address=str(bootp.yiaddr),
         boot_file=boot_file,
         pxe=pxe,
+        next_server=str(bootp.siaddr),
     )
 
 

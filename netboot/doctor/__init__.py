@@ -2,7 +2,8 @@
 
 Each check returns `Finding`s: one line each, saying what is wrong and what to do. `network`
 looks at the interface and the other DHCP servers, `ports` at sockets and firewall rules,
-`files` at the iPXE binaries, the published images and the disk.
+`files` at the iPXE binaries, the published images and the disk, `secure_boot` at shim and GRUB
+and the next-server GRUB reads (loader grub only).
 """
 
 from __future__ import annotations

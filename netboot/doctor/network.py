@@ -7,7 +7,7 @@ from pathlib import Path
 
 from netboot.config import Config
 from netboot.dhcp.detect import DetectError, Offer, collect_offers
-from netboot.doctor import Finding, note, ok, problem
+from netboot.doctor import Finding, note, ok, problem, secure_boot
 from netboot.netinfo import InterfaceError, InterfaceInfo, pick_interface
 
 TFTP_MIN_MTU = 544  # a 512-byte block + TFTP, UDP and IP headers
@@ -67,14 +67,15 @@ def _read(path: Path) -> str:
 
 async def dhcp_servers(config: Config, info: InterfaceInfo) -> list[Finding]:
     """Send a plain and a PXE DISCOVER; judge who gives addresses and who answers PXE."""
+    own = {info.address, config.server.address} - {""}
     try:
         plain, pxe = await asyncio.gather(
             collect_offers(info.name, DHCP_WAIT),
             collect_offers(info.name, DHCP_WAIT, pxe=True),
         )
     except DetectError as exc:
-        return [problem(str(exc), "run netboot doctor as root (it sends from UDP port 68)")]
-    own = {info.address, config.server.address} - {""}
+        fix = "run netboot doctor as root (it sends from UDP port 68)"
+        return [problem(str(exc), fix), *secure_boot.next_server_findings(config, own, None)]
     return judge(config, own, info.name, plain, pxe)
 
 
@@ -83,8 +84,8 @@ def judge(
 ) -> list[Finding]:
     """Findings from the offers (pure: tested with made-up offers)."""
     findings = []
-    givers = [o.server for o in plain + pxe if o.gives_address and o.server not in own]
-    givers = list(dict.fromkeys(givers))
+    site = [o for o in plain + pxe if o.gives_address and o.server not in own]
+    givers = list(dict.fromkeys(o.server for o in site))
     mode = config.server.dhcp
     if mode == "full" and givers:
         findings.append(
@@ -117,4 +118,4 @@ def judge(
         )
     if not others and mode != "off":
         findings.append(ok("no other server answers PXE clients"))
-    return findings
+    return findings + secure_boot.next_server_findings(config, own, site)

@@ -1,7 +1,8 @@
 """Fuzz a live `netboot serve`: mutated DHCP, TFTP and HTTP traffic with valid probes between.
 
     sudo .venv/bin/python bench/fuzz.py [--cases 100000] [--probe-every 100] [--seed 1]
-        [--protocols proxy,full,tftp,http] [--new-macs 0] [--big-clients 0] [--json]
+        [--protocols proxy,full,tftp,http] [--new-macs 0] [--big-clients 0] [--abandoned 0]
+        [--json]
 
 The real server runs in a server network namespace (proxy mode for proxy DHCP, TFTP and
 HTTP; then full mode for full DHCP), the cases come from a client namespace over a veth
@@ -11,10 +12,11 @@ transfers, idle HTTP connections); every `--probe-every` cases a valid request m
 answered. Per protocol it prints: cases, probes answered/total, tracebacks in the server
 log, HTTP 5xx answers, and the server's fds and RSS before and after (from /proc/PID),
 after waiting (bounded) for idle connections and abandoned transfers to time out.
-`--new-macs N` then sends N DISCOVERs from N new MACs and `--big-clients N` N clients with
-10 KB strings (records' memory). Every loop is bounded in count and time; all traffic
-stays on the veth link. Exit code 1 when a finding shows (traceback, 5xx, lost probe, fds
-not back).
+`--new-macs N` then sends N DISCOVERs from N new MACs, `--big-clients N` N clients with
+10 KB strings (records' memory), and `--abandoned N` N TFTP reads from N/4 extra client
+addresses left unacknowledged, with a valid read while they pend. Every loop is bounded in
+count and time; all traffic stays on the veth link. Exit code 1 when a finding shows
+(traceback, 5xx, lost probe, fds not back).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import struct
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -41,6 +44,7 @@ from testbed.serve import ServeProcess  # noqa: E402
 
 SERVER_IP = "10.236.0.1"
 CLIENT_IP = "10.236.0.50"
+PROBE_IP = "10.236.0.51"  # TFTP probes: not the fuzzed address, which hits the per-client cap
 PROBE_FILE = "probe.txt"
 PROBE_BODY = b"netboot fuzz probe\n"
 IDLE_TIMEOUT = 2  # the server's --http-idle-timeout here, so idle connections end quickly
@@ -63,6 +67,7 @@ class Figures:
     rss_kb_before: int = 0
     rss_kb_after: int = 0
     seconds: float = 0.0
+    pending_transfers: int = 0  # "abandoned TFTP": transfers under way when the probe asked
 
     def clean(self) -> bool:
         return (
@@ -176,13 +181,13 @@ def dhcp_packet(mac: bytes, xid: int, msg_type: int = 1, extra: bytes = b"") -> 
     return head + options
 
 
-def udp_socket(ns: Namespace, port: int, timeout: float) -> socket.socket:
+def udp_socket(ns: Namespace, port: int, timeout: float, address: str = "0.0.0.0") -> socket.socket:
     with ns.entered():
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"vcli")
-    sock.bind(("0.0.0.0", port))
+    sock.bind((address, port))
     sock.settimeout(timeout)
     return sock
 
@@ -327,7 +332,7 @@ def tftp_probe(ns: Namespace, tries: int = 3, timeout: float = 5.0) -> bool:
 
 
 def tftp_read_once(ns: Namespace, timeout: float) -> bool:
-    sock = udp_socket(ns, 0, timeout)
+    sock = udp_socket(ns, 0, timeout, PROBE_IP)
     try:
         sock.sendto(rrq(PROBE_FILE.encode()), (SERVER_IP, 69))
         data, peer = sock.recvfrom(1024)
@@ -366,6 +371,47 @@ def fuzz_tftp(ns: Namespace, rng: random.Random, cases: int, probe_every: int) -
         for sock in socks + abandoned:
             sock.close()
     return probes, answered
+
+
+def abandoned_pileup(ns: Namespace, count: int, per_address: int = 4) -> tuple[int, bool]:
+    """`count` RRQs from `count / per_address` extra client addresses (the per-client cap is
+    8), never acknowledged (the sockets stay open, so no ICMP ends them), then a valid read
+    while they pend. Returns (transfers the server had under way just before the probe,
+    whether the probe got its file)."""
+    addresses = [f"10.236.{3 + i // 250}.{i % 250 + 1}" for i in range(-(-count // per_address))]
+    for address in addresses:
+        ns.ip("addr", "add", f"{address}/16", "dev", "vcli")
+    sockets: list[socket.socket] = []
+    try:
+        with ns.entered():
+            for i in range(count):
+                sockets.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                sockets[-1].bind((addresses[i // per_address], 0))
+        request = rrq(b"ipxe/undionly.kpxe", options=b"blksize\x001468\x00")
+        for i, sock in enumerate(sockets):
+            sock.sendto(request, (SERVER_IP, 69))
+            if i % 20 == 19:
+                time.sleep(0.02)  # within the listener's receive buffer
+        time.sleep(1.0)  # the server opens the files off its event loop
+        pending = transfers_under_way(ns)
+        return pending, tftp_probe(ns)
+    finally:
+        for sock in sockets:
+            sock.close()
+        for address in addresses:
+            ns.ip("addr", "del", f"{address}/16", "dev", "vcli", check=False)
+
+
+def transfers_under_way(ns: Namespace) -> int:
+    """How many TFTP transfers the server lists in /api/status (-1 if it did not answer)."""
+    try:
+        with (
+            ns.entered(),
+            urllib.request.urlopen(f"http://{SERVER_IP}/api/status", timeout=10) as r,
+        ):
+            return len(json.load(r).get("transfers", []))
+    except (OSError, ValueError):
+        return -1
 
 
 # --- HTTP -------------------------------------------------------------------------------------
@@ -497,9 +543,10 @@ def big_clients(ns: Namespace, rng: random.Random, count: int) -> int:
 
 
 def settle(pid: int, start_fds: int) -> None:
-    """Wait (bounded) until idle connections and abandoned transfers are gone."""
+    """Wait (bounded) until idle connections and abandoned transfers are gone: back to the
+    starting count, so the figures show a lingering socket (clean() allows FD_SLACK)."""
     deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline and proc_figures(pid)[0] > start_fds + FD_SLACK:
+    while time.monotonic() < deadline and proc_figures(pid)[0] > start_fds:
         time.sleep(0.5)
 
 
@@ -547,6 +594,11 @@ def run_mode(
         print(f"fuzz: {offers} OFFERs to {args.new_macs} new MACs", file=sys.stderr)
         figures.probes, figures.answered = 1, int(tftp_probe(client_ns))
 
+    def pileup(figures: Figures) -> None:
+        figures.cases = args.abandoned
+        figures.pending_transfers, answered = abandoned_pileup(client_ns, args.abandoned)
+        figures.probes, figures.answered = 1, int(answered)
+
     def big(figures: Figures) -> None:
         figures.cases = args.big_clients
         figures.http_5xx = big_clients(client_ns, rng, args.big_clients)
@@ -559,6 +611,8 @@ def run_mode(
                 results.append(measured(process, f"{name} dhcp" if run is dhcp else name, run))
         if mode == "proxy" and args.new_macs:
             results.append(measured(process, "new MACs", macs))
+        if mode == "proxy" and args.abandoned:
+            results.append(measured(process, "abandoned TFTP", pileup))
         if mode == "proxy" and args.big_clients:
             results.append(measured(process, "10 KB clients", big))
     finally:
@@ -588,6 +642,9 @@ def main() -> int:
     parser.add_argument("--protocols", default="proxy,full,tftp,http")
     parser.add_argument("--new-macs", type=int, default=0)
     parser.add_argument("--big-clients", type=int, default=0)
+    parser.add_argument(
+        "--abandoned", type=int, default=0, help="unacknowledged TFTP reads pending at a probe"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON list instead of a table")
     args = parser.parse_args()
     protocols = args.protocols.split(",")
@@ -599,9 +656,10 @@ def main() -> int:
         veth(server_ns, "vsrv", client_ns, "vcli")
         server_ns.up("vsrv", f"{SERVER_IP}/16")
         client_ns.up("vcli", f"{CLIENT_IP}/16")
+        client_ns.ip("addr", "add", f"{PROBE_IP}/16", "dev", "vcli")
         make_root(tmp / "root")
         nets = (server_ns, client_ns)
-        if set(protocols) - {"full"} or args.new_macs or args.big_clients:
+        if set(protocols) - {"full"} or args.new_macs or args.big_clients or args.abandoned:
             results += run_mode("proxy", protocols, args, nets, tmp)
         if "full" in protocols:
             results += run_mode("full", protocols, args, nets, tmp)

@@ -1,5 +1,6 @@
 """A short run of bench/fuzz.py against a live `netboot serve`: every protocol takes
-mutated traffic without a traceback, a 5xx, a lost probe or a leaked fd (issue 12)."""
+mutated traffic without a traceback, a 5xx, a lost probe or a leaked fd, and a TFTP read
+succeeds while 200 never-acknowledged transfers pend (issue 12)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def test_short_fuzz_run_is_clean() -> None:
             "300",
             "--big-clients",
             "30",
+            "--abandoned",
+            "200",
             "--json",
         ],
         capture_output=True,
@@ -38,7 +41,9 @@ def test_short_fuzz_run_is_clean() -> None:
     assert result.stdout.strip(), result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     protocols = {f["protocol"] for f in figures}
-    assert {"proxy dhcp", "full dhcp", "tftp", "http"} <= protocols
+    assert {"proxy dhcp", "full dhcp", "tftp", "http", "abandoned TFTP"} <= protocols
+    pileup = next(f for f in figures if f["protocol"] == "abandoned TFTP")
+    assert pileup["pending_transfers"] >= 100, pileup  # the probe ran while they pended
     for f in figures:
         assert f["cases"] > 0, f
         assert f["tracebacks"] == 0, f

@@ -68,6 +68,12 @@ def _ipv4_list(value: Any) -> str | None:
     return None
 
 
+def _http_url_or_empty(value: Any) -> str | None:
+    if value == "" or value.startswith(("http://", "https://")):
+        return None
+    return f"{value!r} is not an http:// or https:// URL"
+
+
 def _positive(value: Any) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
@@ -127,6 +133,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "multicast_window": Key(int, 5, _positive, "seconds clients may join one session"),
         "multicast_max_bitrate": Key(str, "", help="udp-sender --max-bitrate (e.g. 90m)"),
         "loader": Key(str, "ipxe", _one_of("ipxe", "grub"), "UEFI boot loader: ipxe or grub"),
+        "api": Key(str, "", _http_url_or_empty, "pixiecore-style boot API deciding each boot"),
     },
     "ipxe": {
         "bios": Key(str, "undionly.kpxe", help="BIOS (arch 0) boot file"),
@@ -184,6 +191,18 @@ CLIENT_KEYS: dict[str, Key] = {
     "transfer": Key(str, "", _one_of("", "http", "multicast")),
 }
 
+# `[entries.NAME]`: a boot entry of the config (netboot/boot/entries.py builds it). Exactly
+# one of kernel, chain and iso says what it boots; initrd and cmdline go with kernel.
+ENTRY_KEYS: dict[str, Key] = {
+    "title": Key(str, "", help="the menu label (default: the entry's name)"),
+    "kernel": Key(str, "", help="a path under the served root, or an http(s) URL"),
+    "initrd": Key(list, [], _str_list, "initrds: paths or URLs, in order"),
+    "cmdline": Key(str, "", help="the kernel command line"),
+    "chain": Key(str, "", help="another iPXE script or EFI binary: path or URL"),
+    "iso": Key(str, "", help="an ISO image booted with iPXE's sanboot: path or URL"),
+}
+ENTRY_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
 RESERVATION_KEYS: dict[str, Key] = {
     "address": Key(str, "", _ipv4_or_empty),
     "hostname": Key(str, ""),
@@ -225,6 +244,7 @@ class Config:
     dhcp: Any
     image: Any
     clients: ClientTable = field(default_factory=ClientTable)
+    entries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = "defaults"
 
     def client_settings(self, mac: str) -> dict[str, Any]:
@@ -304,6 +324,46 @@ def _check_clients(table: Mapping[str, Any], source: str) -> ClientTable:
     return ClientTable(default, per_mac)
 
 
+def _entry_location(key: str, value: str, source: str) -> None:
+    """A path under the served root (no '..') or an http(s) URL."""
+    if "://" in value:
+        if not value.startswith(("http://", "https://")):
+            raise ConfigError(key, source, "a URL must be http:// or https://")
+    elif value.startswith("/") or ".." in value.split("/"):
+        raise ConfigError(key, source, "must be a path under the served root or a URL")
+
+
+def _check_entries(table: Any, source: str) -> dict[str, dict[str, Any]]:
+    """`[entries.NAME]` tables: known keys, one thing to boot, locations that stay inside
+    the served root. Returns name -> every key of ENTRY_KEYS (defaults filled in)."""
+    if not isinstance(table, dict):
+        raise ConfigError("entries", source, "must be a table of tables")
+    result: dict[str, dict[str, Any]] = {}
+    for name, entry in table.items():
+        key = f"entries.{name}"
+        if not ENTRY_NAME_RE.match(name):
+            raise ConfigError(key, source, "name may hold letters, digits, '_', '.', '-' only")
+        if not isinstance(entry, dict):
+            raise ConfigError(key, source, f"must be a table of {', '.join(ENTRY_KEYS)}")
+        values = {item: spec.default for item, spec in ENTRY_KEYS.items()}
+        for item, value in entry.items():
+            if item not in ENTRY_KEYS:
+                raise ConfigError(f"{key}.{item}", source, "unknown key")
+            values[item] = _check_value(f"{key}.{item}", ENTRY_KEYS[item], value, source)
+        boots = [item for item in ("kernel", "chain", "iso") if values[item]]
+        if len(boots) != 1:
+            raise ConfigError(key, source, "needs exactly one of kernel, chain, iso")
+        if boots != ["kernel"] and (values["initrd"] or values["cmdline"]):
+            raise ConfigError(key, source, "initrd and cmdline go with kernel only")
+        for item in ("kernel", "chain", "iso"):
+            if values[item]:
+                _entry_location(f"{key}.{item}", values[item], source)
+        for index, initrd in enumerate(values["initrd"]):
+            _entry_location(f"{key}.initrd[{index}]", initrd, source)
+        result[name] = values
+    return result
+
+
 def _check_reservations(value: dict[str, Any], source: str) -> dict[str, dict[str, str]]:
     result: dict[str, dict[str, str]] = {}
     for name, entry in value.items():
@@ -342,7 +402,11 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     """Validate a decoded TOML document against the schema."""
     values: dict[str, Any] = {}
     clients = ClientTable()
+    entries: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
+        if section == "entries":
+            entries = _check_entries(table, source)
+            continue
         if section == "clients":
             if not isinstance(table, dict):
                 raise ConfigError("clients", source, "must be a table")
@@ -357,7 +421,8 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
             if key not in SCHEMA[section]:
                 raise ConfigError(dotted, source, "unknown key")
             values[dotted] = _checked(dotted, value, source)
-    return replace(defaults().with_values(values), clients=clients, source=source)
+    config = defaults().with_values(values)
+    return replace(config, clients=clients, entries=entries, source=source)
 
 
 def load(path: Path | None) -> Config:

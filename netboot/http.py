@@ -141,6 +141,8 @@ class NetbootApp:
         except ValueError:
             raise web.HTTPBadRequest(text="bad mac parameter\n") from None
         self.records.learn(client.mac, ip)
+        if policy.needs_api(client):
+            await policy.ask_api(client)
         # listing the served root is file I/O: keep it off this loop's thread
         menu = await asyncio.to_thread(policy.menu, client)
         script = ipxe.menu_script(menu, self.config.ipxe.script)

@@ -282,10 +282,16 @@ def test_ltsp_entries_only_in_compat_mode(tmp_path: Path) -> None:
             kernel="/ltsp/focal/vmlinuz",
             initrds=(("ltsp.img", "/ltsp/ltsp.img"), ("initrd.img", "/ltsp/focal/initrd.img")),
             cmdline=(
-                f"root=/dev/nfs nfsroot={SERVER}:{ltsp} ltsp.image=images/focal.img loop.max_part=9"
+                f"root=/dev/nfs nfsroot={SERVER}:{ltsp} ltsp.image=images/focal.img "
+                "loop.max_part=9 BOOTIF=01-${mac:hexhyp}"
             ),
+            source="ltsp",
         )
     ]
+    # a moved site: NFS from another server and export
+    boot = {"nfs_server": "192.0.2.9", "nfs_root": "/export/ltsp"}
+    moved = policy_for(tmp_path, {"server": {**server, "ltsp_compat": True}, "boot": boot})
+    assert "nfsroot=192.0.2.9:/export/ltsp " in moved.entries()[0].cmdline
 
 
 # --- facts from the boot script URL and rendering ---------------------------------------------

@@ -63,7 +63,8 @@ def test_ipxe_script_is_the_seed_chain(tmp_path: Path) -> None:
     assert "goto img-ltsp-focal" in script  # menu_timeout 0: boot the default at once
     assert (
         "kernel http://192.0.2.1/ltsp/focal/vmlinuz initrd=ltsp.img initrd=initrd.img "
-        f"root=/dev/nfs nfsroot=192.0.2.1:{ltsp} ltsp.image=images/focal.img loop.max_part=9"
+        f"root=/dev/nfs nfsroot=192.0.2.1:{ltsp} ltsp.image=images/focal.img loop.max_part=9 "
+        "BOOTIF=01-${mac:hexhyp}"
     ) in script
     assert "initrd --name ltsp.img http://192.0.2.1/ltsp/ltsp.img" in script
     assert "initrd --name initrd.img http://192.0.2.1/ltsp/focal/initrd.img" in script

@@ -28,6 +28,9 @@ from vmbed.run import (
     HOLD_MAC,
     HOLD_SECONDS,
     IMAGE_NAME,
+    INSTALLER_DIR,
+    INSTALLER_ENTRY,
+    INSTALLER_MAC,
     SERIAL_CONSOLE,
     VmRun,
 )
@@ -130,8 +133,13 @@ def root_password_hash() -> str:
 def proxy_server(
     proxy_lan: TestNetwork, test_image: TestImage, root_password_hash: str
 ) -> Iterator[VmServe]:
-    """`netboot serve --dhcp proxy` for the whole session; it must stop cleanly on SIGTERM."""
+    """`netboot serve --dhcp proxy` for the whole session; it must stop cleanly on SIGTERM.
+    Beside the images it has one config entry: the Debian installer, copied under the root."""
     workdir = proxy_lan.workdir
+    installer = test_image.root / "di"
+    installer.mkdir(exist_ok=True)
+    for name in ("linux", "initrd.gz"):
+        shutil.copyfile(INSTALLER_DIR / name, installer / name)
     config = write_config(
         workdir / "netboot.toml",
         default_image=IMAGE_NAME,
@@ -140,8 +148,14 @@ def proxy_server(
             HOLD_MAC: {"kernel_params": f"nbtest.hold={HOLD_SECONDS}"},
             **{mac: {"image": GENERIC_IMAGE_NAME} for mac in E1000_MACS.values()},
             DISTRO_MAC: {"image": DISTRO_IMAGE_NAME},
+            INSTALLER_MAC: {"image": INSTALLER_ENTRY},
         },
         client_defaults={"root_password_hash": root_password_hash},
+        extra=(
+            f"\n[entries.{INSTALLER_ENTRY}]\n"
+            'title = "Debian 12 installer"\nkernel = "di/linux"\n'
+            'initrd = ["di/initrd.gz"]\ncmdline = "priority=high"\n'
+        ),
     )
     with running(VmServe(proxy_lan, test_image.root, config, workdir / "server.log")) as server:
         yield server

@@ -1,17 +1,22 @@
-"""The boot entries a client can choose: the served root's images, and an LTSP tree.
+"""The boot entries a client can choose: the served root's images, the config's own
+`[entries.NAME]` (a kernel, a chained script, an ISO), and an LTSP tree.
 
-Read from disk on every call (a directory listing and a few small files), so an image
-published by `netboot image` shows up without a restart.
+Images are read from disk on every call (a directory listing and a few small files), so an
+image published by `netboot image` shows up without a restart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from netboot import layout
 from netboot.boot.cmdline import Value, netboot_cmdline
-from netboot.boot.menu import BootEntry
+from netboot.boot.menu import KIND_CHAIN, KIND_LINUX, KIND_SANBOOT, BootEntry
+
+# the kernel's own BOOTIF parameter, filled in by iPXE: which NIC booted
+BOOTIF = "BOOTIF=01-${mac:hexhyp}"
 
 
 def image_entries(
@@ -66,10 +71,28 @@ def image_entries(
     return entries
 
 
-def ltsp_entries(server: Any, server_ip: str) -> list[BootEntry]:
-    """An existing LTSP tree, booted exactly as the seed's chain does (NFS + ltsp.img).
-    `server` is the `[server]` config section (ltsp_root, ltsp_tftp_root)."""
+def config_entries(table: Mapping[str, Mapping[str, Any]]) -> list[BootEntry]:
+    """The `[entries.NAME]` of the config (checked by netboot/config.py), in file order.
+    Locations stay as given: a path under the served root or an absolute URL."""
+    found = []
+    for name, spec in table.items():
+        label = spec["title"] or name
+        if spec["kernel"]:
+            initrds = tuple((Path(i.split("?")[0]).name, i) for i in spec["initrd"])
+            kind, first, cmdline = KIND_LINUX, spec["kernel"], spec["cmdline"]
+        else:
+            kind = KIND_CHAIN if spec["chain"] else KIND_SANBOOT
+            first, initrds, cmdline = spec["chain"] or spec["iso"], (), ""
+        found.append(BootEntry(name, label, first, initrds, cmdline, kind=kind, source="config"))
+    return found
+
+
+def ltsp_entries(server: Any, boot: Any, nfs_server: str) -> list[BootEntry]:
+    """An existing LTSP tree, booted as the seed's chain does (NFS + ltsp.img), mounted from
+    `nfs_server` (`boot.nfs_server` or us) and `boot.nfs_root` when set (a moved site), else
+    `ltsp_root`. `server` is the `[server]` config section (ltsp_root, ltsp_tftp_root)."""
     ltsp_root = Path(server.ltsp_root)
+    export = boot.nfs_root or str(ltsp_root)
     tftp = Path(server.ltsp_tftp_root)
     entries = []
     try:
@@ -82,8 +105,8 @@ def ltsp_entries(server: Any, server_ip: str) -> list[BootEntry]:
         if not (kernel_dir / "vmlinuz").is_file() or not (kernel_dir / "initrd.img").is_file():
             continue
         cmdline = (
-            f"root=/dev/nfs nfsroot={server_ip}:{ltsp_root} "
-            f"ltsp.image=images/{name}.img loop.max_part=9"
+            f"root=/dev/nfs nfsroot={nfs_server}:{export} "
+            f"ltsp.image=images/{name}.img loop.max_part=9 {BOOTIF}"
         )
         entries.append(
             BootEntry(
@@ -95,6 +118,7 @@ def ltsp_entries(server: Any, server_ip: str) -> list[BootEntry]:
                     ("initrd.img", f"/ltsp/{name}/initrd.img"),
                 ),
                 cmdline=cmdline,
+                source="ltsp",
             )
         )
     return entries

@@ -13,11 +13,17 @@ import re
 from functools import cache
 from pathlib import Path
 
-from netboot.boot.menu import BootMenu
+from netboot.boot.menu import KIND_CHAIN, KIND_LINUX, KIND_SANBOOT, BootEntry, BootMenu
 from netboot.resources import ipxe_dir
 
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 DEFAULT_TEMPLATE = "boot.ipxe"
+# every kind iPXE boots, and the template of its block
+ENTRY_TEMPLATES = {
+    KIND_LINUX: "entry.ipxe",
+    KIND_CHAIN: "entry-chain.ipxe",
+    KIND_SANBOOT: "entry-sanboot.ipxe",
+}
 
 
 @cache
@@ -48,28 +54,37 @@ def chain_script(script_url: str) -> str:
     return render("chain.ipxe", script_url=script_url)
 
 
+def entry_block(menu: BootMenu, entry: BootEntry) -> str:
+    """The script block of one entry, by its kind."""
+    label = clean(entry.label)
+    if entry.kind != KIND_LINUX:
+        return render(ENTRY_TEMPLATES[entry.kind], target=entry.target, label=label,
+                      url=menu.url(entry.kernel))  # fmt: skip
+    names = " ".join(f"initrd={name}" for name, _ in entry.initrds)
+    lines = "\n".join(
+        f"initrd --name {name} {menu.url(path)} || goto failed" for name, path in entry.initrds
+    )
+    return render(
+        "entry.ipxe",
+        target=entry.target,
+        label=label,
+        kernel_url=menu.url(entry.kernel),
+        initrd_names=names,
+        cmdline=menu.cmdline(entry),
+        initrd_lines=lines,
+    )
+
+
 def menu_script(menu: BootMenu, template: str = DEFAULT_TEMPLATE) -> str:
     """The menu script: every entry, the client's default, local disk and a shell.
     `template` is `ipxe.script` of the config: a name in ipxe/ or an absolute path."""
     items = []
     blocks = []
     for entry in menu.entries:
+        if entry.kind not in ENTRY_TEMPLATES:
+            continue  # a kind iPXE cannot boot (none today: kept for the next one)
         items.append(f"item {entry.target} {clean(entry.label)}")
-        names = " ".join(f"initrd={name}" for name, _ in entry.initrds)
-        lines = "\n".join(
-            f"initrd --name {name} {menu.url(path)} || goto failed" for name, path in entry.initrds
-        )
-        blocks.append(
-            render(
-                "entry.ipxe",
-                target=entry.target,
-                label=clean(entry.label),
-                kernel_url=menu.url(entry.kernel),
-                initrd_names=names,
-                cmdline=menu.cmdline(entry),
-                initrd_lines=lines,
-            )
-        )
+        blocks.append(entry_block(menu, entry))
     if not menu.entries:
         items.append("item --gap -- (no images published yet: run netboot image)")
     chosen = menu.default

@@ -14,10 +14,18 @@ from netboot.boot.facts import ClientFacts
 
 SAFE_TARGET = re.compile(r"[^A-Za-z0-9_.-]")
 
+# What an entry boots; each renderer handles the kinds its boot loader can and skips the rest.
+KIND_LINUX = "linux"  # `kernel` + `initrds` + `cmdline`
+KIND_CHAIN = "chain"  # `kernel` is another iPXE script or EFI binary, chained
+KIND_SANBOOT = "sanboot"  # `kernel` is an ISO image, booted as a SAN disk (BIOS and UEFI)
+KINDS = (KIND_LINUX, KIND_CHAIN, KIND_SANBOOT)
+
 
 @dataclass(frozen=True)
 class BootEntry:
-    """One menu item: a kernel, its initrds (name, URL path) and the kernel command line."""
+    """One menu item: what it boots (`kind`), the file loaded first (`kernel`: a kernel, a
+    script or an ISO; a URL path or an absolute URL), initrds (name, path or URL) and the
+    kernel command line. `source` says where it came from: "image", "config" or "ltsp"."""
 
     name: str
     label: str
@@ -25,6 +33,8 @@ class BootEntry:
     initrds: tuple[tuple[str, str], ...]
     cmdline: str
     version: str = ""
+    kind: str = KIND_LINUX
+    source: str = "image"
 
     @property
     def target(self) -> str:
@@ -48,4 +58,7 @@ class BootMenu:
         return f"{entry.cmdline} {self.kernel_params}".strip()
 
     def url(self, path: str) -> str:
-        return f"{self.base}{path}"
+        """An absolute URL as given; a path under the served root made absolute."""
+        if "://" in path:
+            return path
+        return f"{self.base}/{path.lstrip('/')}"

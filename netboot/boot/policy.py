@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from netboot.boot import entries, grub, pxe
+from netboot.boot.api import ApiBoot, ApiBooter, ApiRefusal
 from netboot.boot.arch import ARCH_EFI_X64_HTTP
 from netboot.boot.facts import ClientFacts
 from netboot.boot.menu import BootEntry, BootMenu
@@ -28,6 +29,8 @@ class BootPolicy:
         self.server_ip = server_ip
         self.http_port = http_port
         self._http_boot_noted = False
+        # API mode: the boot API decides, not the images and entries
+        self.api = ApiBooter(config.boot.api) if config.boot.api else None
 
     # --- where clients reach us -----------------------------------------------------------
 
@@ -47,8 +50,24 @@ class BootPolicy:
 
     # --- DHCP -----------------------------------------------------------------------------
 
+    def needs_api(self, facts: ClientFacts) -> bool:
+        """API mode and nothing known about this machine yet: `ask_api` before answering."""
+        return self.api is not None and self.api.cached(facts.mac) is None
+
+    async def ask_api(self, facts: ClientFacts) -> ApiBoot | ApiRefusal:
+        """Ask the boot API about this machine (the result is cached for the next packets)."""
+        assert self.api is not None
+        return await self.api.ask(facts.mac, facts.arch)
+
     def pxe_answer(self, facts: ClientFacts) -> pxe.PxeAnswer | pxe.NoAnswer:
-        """The boot file (or, for iPXE, the script URL) a DHCP reply names."""
+        """The boot file (or, for iPXE, the script URL) a DHCP reply names; in API mode
+        only for a machine the API has claimed."""
+        if self.api is not None:
+            decided = self.api.cached(facts.mac)
+            if decided is None:
+                return pxe.NoAnswer("waiting for the boot API")
+            if isinstance(decided, ApiRefusal):
+                return pxe.NoAnswer(decided.reason)
         loader = self.loader(facts.mac)
         http_boot = facts.http_client or facts.arch == ARCH_EFI_X64_HTTP
         if loader == "grub" and http_boot and not facts.ipxe and not self._http_boot_noted:
@@ -90,8 +109,9 @@ class BootPolicy:
         return own or self.config.boot.transfer
 
     def entries(self, mac: str | None = None) -> list[BootEntry]:
-        """Every entry of the served root (and the LTSP tree in compat mode), for this
-        client when `mac` is given; file I/O."""
+        """Every entry: the served root's images, the config's `[entries]`, the LTSP tree in
+        compat mode, for this client when `mac` is given (file I/O). A status page lists
+        these too."""
         found = entries.image_entries(
             self.config.root,
             self.config.boot,
@@ -99,8 +119,9 @@ class BootPolicy:
             nfs_server=self.nfs_server,
             transfer=self.transfer(mac),
         )
+        found += entries.config_entries(self.config.entries)
         if self.config.server.ltsp_compat:
-            found += entries.ltsp_entries(self.config.server, self.server_ip)
+            found += entries.ltsp_entries(self.config.server, self.config.boot, self.nfs_server)
         return found
 
     def loader(self, mac: str) -> str:
@@ -114,13 +135,25 @@ class BootPolicy:
         return " ".join(p for p in (self.config.boot.kernel_params, own) if p)
 
     def default_entry(self, mac: str, choices: list[BootEntry]) -> BootEntry | None:
-        """The client's `[clients]` image, else `boot.default_image`; the first entry when
-        the one named is not published; None when there is nothing to boot."""
+        """The client's `[clients]` image, else `boot.default_image` (an image's or an
+        entry's name); the first entry when the one named is not there; None when there is
+        nothing to boot."""
         wanted = self.client_settings(mac).get("image") or self.config.boot.default_image
         return next((e for e in choices if e.name == wanted), choices[0] if choices else None)
 
+    def _api_menu(self, facts: ClientFacts) -> BootMenu:
+        """API mode: the API's kernel as the only entry, booted at once (nothing when the
+        API refused the machine: the script then boots the local disk)."""
+        assert self.api is not None
+        decided = self.api.cached(facts.mac)
+        entry = decided.entry() if isinstance(decided, ApiBoot) else None
+        return BootMenu(facts, (entry,) if entry else (), entry, 0, "", self.http_base,
+                        self.server_ip)  # fmt: skip
+
     def menu(self, facts: ClientFacts) -> BootMenu:
         """Everything a renderer needs for this client's boot script (reads the root)."""
+        if self.api is not None:
+            return self._api_menu(facts)
         choices = self.entries(facts.mac)
         return BootMenu(
             client=facts,

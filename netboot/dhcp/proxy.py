@@ -7,10 +7,12 @@ are decoded (`endpoint.py`). Nothing a packet contains can raise out of the endp
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 
-from netboot.boot import BootPolicy, NoAnswer
+from netboot.boot import BootPolicy, ClientFacts, NoAnswer
+from netboot.boot.api import ANSWER_DEADLINE, ApiRefusal
 from netboot.datagram import Address
 from netboot.dhcp import packet
 from netboot.dhcp.endpoint import DhcpEndpoint, Reply, decode, open_dhcp_endpoint
@@ -22,6 +24,7 @@ from netboot.dhcp.sockets import reply_address
 from netboot.records import ClientRecords
 
 log = logging.getLogger("netboot.dhcp.proxy")
+MAX_WAITING = 256  # packets waiting for the boot API at once; more are dropped
 
 
 class ProxyDhcpServer:
@@ -47,6 +50,8 @@ class ProxyDhcpServer:
         self.listen_67 = listen_67  # False: port 4011 only (full DHCP answers 67 itself)
         self.stats: Counter[str] = Counter()
         self._endpoints: list[DhcpEndpoint] = []
+        self._endpoint_for: dict[bool, DhcpEndpoint] = {}  # on 4011? -> its endpoint
+        self._waiting: set[asyncio.Task[None]] = set()  # packets waiting for the boot API
 
     def _ports(self) -> list[tuple[int, bool]]:
         """(port, is it 4011) pairs this server listens on."""
@@ -65,6 +70,7 @@ class ProxyDhcpServer:
                     lambda request, addr, on=on_4011: self._answer(request, addr, on),
                 )
                 self._endpoints.append(endpoint)
+                self._endpoint_for[on_4011] = endpoint
         except BaseException:
             await self.close()
             raise
@@ -76,9 +82,12 @@ class ProxyDhcpServer:
         )
 
     async def close(self) -> None:
+        for task in list(self._waiting):
+            task.cancel()
         for endpoint in self._endpoints:
             endpoint.close()
         self._endpoints.clear()
+        self._endpoint_for.clear()
 
     def handle(self, data: bytes, addr: Address, on_4011: bool) -> Reply | None:
         """Decide on one datagram: the reply and where to send it, or None (what an
@@ -97,7 +106,11 @@ class ProxyDhcpServer:
         if on_4011 and request.msg_type == DISCOVER:
             self.stats["ignored"] += 1
             return None
-        answer = self.policy.pxe_answer(facts_from_request(request))
+        facts = facts_from_request(request)
+        if self.policy.needs_api(facts):
+            self._answer_later(request, addr, on_4011, facts)
+            return None
+        answer = self.policy.pxe_answer(facts)
         if isinstance(answer, NoAnswer):
             self.stats["no_answer"] += 1
             self.records.event(mac, "dhcp-no-answer", arch=request.arch, reason=answer.reason)
@@ -128,6 +141,35 @@ class ProxyDhcpServer:
         )
         destination = addr if on_4011 else reply_address(request)
         return payload, destination
+
+    def _answer_later(
+        self, request: DhcpRequest, addr: Address, on_4011: bool, facts: ClientFacts
+    ) -> None:
+        """API mode, machine not known yet: ask the API off this path and answer the packet
+        if the result comes within ANSWER_DEADLINE (later results serve the next retry)."""
+        if len(self._waiting) >= MAX_WAITING:
+            self.stats["api_busy"] += 1
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._answer_from_api(request, addr, on_4011, facts)
+        )
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+
+    async def _answer_from_api(
+        self, request: DhcpRequest, addr: Address, on_4011: bool, facts: ClientFacts
+    ) -> None:
+        try:
+            result = await asyncio.wait_for(self.policy.ask_api(facts), ANSWER_DEADLINE)
+        except TimeoutError:
+            self.stats["api_late"] += 1
+            return
+        refused = result.reason if isinstance(result, ApiRefusal) else None
+        self.records.event(request.mac, "boot-api", ours=refused is None, reason=refused)
+        reply = self._answer(request, addr, on_4011)
+        endpoint = self._endpoint_for.get(on_4011)
+        if reply is not None and endpoint is not None:
+            endpoint.send(*reply)
 
 
 def _wanted(seen: Glance) -> bool:

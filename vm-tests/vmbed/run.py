@@ -20,6 +20,11 @@ DISTRO_IMAGE_NAME = "bookworm"
 DISTRO_MAC = "52:54:00:4e:42:d1"
 BOOT_TIMEOUT = float(os.environ.get("NETBOOT_VM_BOOT_TIMEOUT", "300"))
 SERIAL_CONSOLE = "console=ttyS0"
+# The Debian installer's netboot kernel and initrd (debian-installer-12-netboot-amd64), served
+# as a config `[entries.installer]`; the client of this MAC boots it.
+INSTALLER_DIR = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
+INSTALLER_ENTRY = "installer"
+INSTALLER_MAC = "52:54:00:4e:42:a1"
 # The rebuild test's first client: its init keeps printing its stamp instead of powering off.
 HOLD_MAC = "52:54:00:4e:42:f0"
 HOLD_SECONDS = 600

@@ -8,7 +8,8 @@ way, so a reader follows it: packet → transport → facts → policy → decis
     arch.py     the RFC 4578 architecture table: firmware name and iPXE boot file per arch
     pxe.py      the DHCP boot answer (PxeAnswer / NoAnswer) for one client
     cmdline.py  the `netboot.*` kernel parameters the client side reads, declared once
-    entries.py  the boot entries: images of the served root, an LTSP tree
+    entries.py  the boot entries: images of the served root, config entries, an LTSP tree
+    api.py      API mode: a pixiecore-style HTTP API decides per MAC (cached)
     menu.py     BootEntry and BootMenu, the decision a renderer consumes
     policy.py   BootPolicy: server address, HTTP port and config in; every answer out
     ipxe.py     the iPXE renderer (templates in `ipxe/`)

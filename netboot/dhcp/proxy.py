@@ -20,6 +20,7 @@ from netboot.dhcp.facts import facts_from_request
 from netboot.dhcp.packet import ACK, DISCOVER, INFORM, OFFER, REQUEST, DhcpRequest
 from netboot.dhcp.prefilter import Glance
 from netboot.dhcp.pxe import pxe_options
+from netboot.dhcp.relay import OPT_RELAY_AGENT, relay_details
 from netboot.dhcp.sockets import reply_address
 from netboot.records import ClientRecords
 
@@ -124,7 +125,7 @@ class ProxyDhcpServer:
             # answer as a boot answer with siaddr set
             siaddr=self.server_ip,
             boot_file=answer.boot_file,
-            options=pxe_options(request, answer),
+            options=_with_agent_option(request, pxe_options(request, answer)),
         )
         kind = "dhcp-offer" if reply_type == OFFER and not on_4011 else "proxy-ack"
         self.stats["offers" if reply_type == OFFER else "acks"] += 1
@@ -138,6 +139,7 @@ class ProxyDhcpServer:
             boot_file=answer.boot_file,
             port=self.proxy_port if on_4011 else self.port,
             hostname=request.hostname,
+            **relay_details(request),
         )
         destination = addr if on_4011 else reply_address(request)
         return payload, destination
@@ -170,6 +172,14 @@ class ProxyDhcpServer:
         endpoint = self._endpoint_for.get(on_4011)
         if reply is not None and endpoint is not None:
             endpoint.send(*reply)
+
+
+def _with_agent_option(request: DhcpRequest, options: list) -> list:
+    """RFC 3046 2.2: a reply to a relayed request echoes the relay agent's option 82."""
+    agent = request.options.get(OPT_RELAY_AGENT)
+    if request.giaddr in ("", "0.0.0.0") or not isinstance(agent, bytes):
+        return options
+    return [*options, (OPT_RELAY_AGENT, agent)]
 
 
 def _wanted(seen: Glance) -> bool:

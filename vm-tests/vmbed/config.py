@@ -64,10 +64,11 @@ class VmServe(ServeProcess):
     """`netboot serve` on the network's server interface; `net` is where its clients go."""
 
     def __init__(
-        self, net: TestNetwork, root: Path, config: Path, log: Path, dhcp: str = "proxy"
-    ) -> None:
+        self, net: TestNetwork, root: Path, config: Path, log: Path, dhcp: str = "proxy",
+        extra: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         super().__init__(net.srv, root, interface=SERVER_IF, address=net.server_ip,
-                         dhcp=dhcp, config=config, log_path=log)  # fmt: skip
+                         dhcp=dhcp, config=config, log_path=log, extra=extra)  # fmt: skip
         self.net = net
 
 

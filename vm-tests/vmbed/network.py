@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from testbed import cleanup
 from testbed.bridge import Bridge
@@ -38,6 +39,7 @@ class TestNetwork:
     foreign_dhcp: bool = True
     subnet: str = field(default_factory=_random_subnet)
     dnsmasq: subprocess.Popen | None = None
+    dnsmasq_extra: list[str] = field(default_factory=list)  # e.g. ranges of relayed subnets
     namespaces: list[Namespace] = field(default_factory=list)
     # made by create()
     lan: Namespace = field(init=False, repr=False)
@@ -97,6 +99,7 @@ class TestNetwork:
                 f"--dhcp-range={start},{end},255.255.255.0,1h",
                 f"--dhcp-leasefile={self.workdir / 'dnsmasq.leases'}",
                 f"--pid-file={self.workdir / 'dnsmasq.pid'}",
+                *self.dnsmasq_extra,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -118,9 +121,10 @@ class TestNetwork:
 
 
 @contextlib.contextmanager
-def network(workdir: Path, foreign_dhcp: bool) -> Iterator[TestNetwork]:
-    """A test network for the body of a `with` (a fixture's lifetime)."""
-    net = TestNetwork(workdir, foreign_dhcp=foreign_dhcp).create()
+def network(workdir: Path, foreign_dhcp: bool, **fields: Any) -> Iterator[TestNetwork]:
+    """A test network for the body of a `with` (a fixture's lifetime); `fields` are more
+    TestNetwork fields (subnet, dnsmasq_extra)."""
+    net = TestNetwork(workdir, foreign_dhcp=foreign_dhcp, **fields).create()
     try:
         yield net
     finally:

@@ -8,18 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from vmbed import run
 from vmbed.config import VmServe, running, write_config
 from vmbed.image import TestImage
 from vmbed.network import network
-from vmbed.run import (
-    BOOT_TIMEOUT,
-    IMAGE_NAME,
-    INSTALLER_DIR,
-    INSTALLER_ENTRY,
-    INSTALLER_MAC,
-    SERIAL_CONSOLE,
-    VmRun,
-)
+from vmbed.run import BOOT_TIMEOUT, INSTALLER_MAC, VmRun
 
 from testbed.bootapi import BootApi
 
@@ -38,7 +31,9 @@ def test_bios_client_boots_the_installer_entry(vm: VmRun, proxy_server: VmServe)
     assert "script" in kinds, kinds
     fetched = [e["file"] for e in record["events"] if e["kind"] == "file"]
     assert fetched[:2] == ["di/linux", "di/initrd.gz"], fetched
-    print(f"installer entry {INSTALLER_ENTRY}: power-on to first dialog {client.elapsed():.0f} s")
+    print(
+        f"installer entry {run.INSTALLER_ENTRY}: power-on to first dialog {client.elapsed():.0f} s"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +41,11 @@ def api_server(vm_workdir: Path, test_image: TestImage) -> Iterator[tuple[VmServ
     """Its own LAN (the session's proxy server would answer the same client): the boot API
     beside netboot in API mode; the API serves the installer files itself."""
     with network(vm_workdir / "lan-api", foreign_dhcp=True) as net:
-        api = BootApi(net.srv, net.server_ip, API_PORT, [INSTALLER_MAC], INSTALLER_DIR,
-                      net.workdir / "api.log", cmdline=SERIAL_CONSOLE).start()  # fmt: skip
+        api = BootApi(net.srv, net.server_ip, API_PORT, [INSTALLER_MAC], run.INSTALLER_DIR,
+                      net.workdir / "api.log", cmdline=run.SERIAL_CONSOLE).start()  # fmt: skip
         try:
             config = write_config(
-                net.workdir / "netboot.toml", default_image=IMAGE_NAME, kernel_params=""
+                net.workdir / "netboot.toml", default_image=run.IMAGE_NAME, kernel_params=""
             )
             server = VmServe(net, test_image.root, config, net.workdir / "server.log",
                              extra=("--boot-api", api.url))  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.bridge import Bridge
@@ -23,22 +24,33 @@ from testbed.relay import DhcpRelay
 from vmbed.network import DHCP_IF, SERVER_IF, TestNetwork, network
 
 
+@dataclass
 class RelayedSegment:
     """The client side of a relayed network; attributes as `TestNetwork` for VmServe/VmRun."""
 
-    def __init__(self, net: TestNetwork, subnet: str, relay: DhcpRelay, lan: Namespace,
-                 bridge: Bridge, router: Namespace) -> None:  # fmt: skip
-        self.server_net = net
-        self.subnet = subnet
-        self.relay = relay
-        self.lan = lan
-        self.bridge = bridge
-        self.router = router
-        self.srv = net.srv
-        self.server_ip = net.server_ip
-        self.workdir = net.workdir
-        self.foreign_dhcp = True
-        self.dnsmasq_log = net.dnsmasq_log
+    server_net: TestNetwork
+    subnet: str
+    relay: DhcpRelay
+    lan: Namespace  # the clients' side (QEMU runs here)
+    bridge: Bridge
+    router: Namespace
+    foreign_dhcp: bool = True
+
+    @property
+    def srv(self) -> Namespace:
+        return self.server_net.srv
+
+    @property
+    def server_ip(self) -> str:
+        return self.server_net.server_ip
+
+    @property
+    def workdir(self) -> Path:
+        return self.server_net.workdir
+
+    @property
+    def dnsmasq_log(self) -> Path:
+        return self.server_net.dnsmasq_log
 
     @property
     def gateway(self) -> str:

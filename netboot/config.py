@@ -38,6 +38,7 @@ class Key:
     default: Any
     check: Callable[[Any], str | None] | None = None
     help: str = ""
+    flag: bool = True  # False: a table only the config file can hold
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
@@ -168,6 +169,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "force": Key(bool, False, help="start even if another DHCP server answers"),
         "decline_time": Key(int, 600, _positive, "seconds a declined address stays unused"),
         "reservations": Key(dict, {}, help="MAC -> {address, hostname}"),
+        "subnets": Key(
+            dict, {}, help="relayed subnet -> {range_start, range_end, ...}", flag=False
+        ),
     },
     "image": {
         "base_dir": Key(str, "/srv/ltsp", help="where image sources are looked up by name"),
@@ -202,6 +206,16 @@ ENTRY_KEYS: dict[str, Key] = {
     "iso": Key(str, "", help="an ISO image booted with iPXE's sanboot: path or URL"),
 }
 ENTRY_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# `[dhcp.subnets."10.1.2.0/24"]`: a pool for clients behind a relay (netboot/dhcp/subnets.py
+# checks the addresses against the subnet when full DHCP starts)
+SUBNET_KEYS: dict[str, Key] = {
+    "range_start": Key(str, "", _ipv4_or_empty),
+    "range_end": Key(str, "", _ipv4_or_empty),
+    "router": Key(str, "", _ipv4_or_empty),
+    "dns": Key(list, [], _ipv4_list),
+    "domain": Key(str, ""),
+}
 
 RESERVATION_KEYS: dict[str, Key] = {
     "address": Key(str, "", _ipv4_or_empty),
@@ -298,6 +312,11 @@ def _mac_section(
     mac = name.lower().replace("-", ":")
     if not MAC_RE.match(mac):
         raise ConfigError(key, source, f"{what} must be a MAC address")
+    return mac, _keyed_table(key, table, keys, source)
+
+
+def _keyed_table(key: str, table: Any, keys: dict[str, Key], source: str) -> dict[str, Any]:
+    """A table whose keys must be among `keys`, each value checked; the values given."""
     if not isinstance(table, dict):
         raise ConfigError(key, source, f"must be a table of {', '.join(keys)}")
     values: dict[str, Any] = {}
@@ -305,7 +324,7 @@ def _mac_section(
         if item not in keys:
             raise ConfigError(f"{key}.{item}", source, "unknown key")
         values[item] = _check_value(f"{key}.{item}", keys[item], value, source)
-    return mac, values
+    return values
 
 
 def _check_clients(table: Mapping[str, Any], source: str) -> ClientTable:
@@ -364,6 +383,12 @@ def _check_entries(table: Any, source: str) -> dict[str, dict[str, Any]]:
     return result
 
 
+def _check_subnets(value: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """Keys and types only: netboot/dhcp/subnets.py checks the addresses at start."""
+    return {name: _keyed_table(f"dhcp.subnets.{name}", table, SUBNET_KEYS, source)
+            for name, table in value.items()}  # fmt: skip
+
+
 def _check_reservations(value: dict[str, Any], source: str) -> dict[str, dict[str, str]]:
     result: dict[str, dict[str, str]] = {}
     for name, entry in value.items():
@@ -379,6 +404,8 @@ def _checked(dotted: str, value: Any, source: str) -> Any:
     value = _check_value(dotted, SCHEMA[section][key], value, source)
     if dotted == "dhcp.reservations":
         value = _check_reservations(value, source)
+    elif dotted == "dhcp.subnets":
+        value = _check_subnets(value, source)
     return value
 
 

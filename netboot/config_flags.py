@@ -41,7 +41,7 @@ def add_key_flags(
     group = parser.add_argument_group("config keys (each overrides the config file)")
     for section in sections:
         for key, spec in SCHEMA[section].items():
-            if f"{section}.{key}" in skip:
+            if f"{section}.{key}" in skip or not spec.flag:
                 continue
             _add(group, section, key, spec)
 

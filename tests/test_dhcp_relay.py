@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_proxy_dhcp import discover, exchange
@@ -92,6 +93,46 @@ def test_port_4011_works_across_the_router(relayed: tuple[Lan, DhcpRelay]) -> No
         assert bootp.file.rstrip(b"\0") in (b"ipxe/snponly.efi", b"ipxe/ipxe.efi")
     finally:
         lan.client_ns.ip("addr", "del", f"{CLIENT_IP}/24", "dev", CLIENT_IF)
+
+
+@pytest.mark.netns
+def test_full_dhcp_serves_the_relayed_subnet_from_its_pool(
+    relayed: tuple[Lan, DhcpRelay], tmp_path: Path
+) -> None:
+    lan, _ = relayed
+    config = tmp_path / "netboot.toml"
+    config.write_text(
+        "[dhcp]\n"
+        'range_start = "10.233.1.100"\nrange_end = "10.233.1.150"\nforce = true\n'
+        f'lease_file = "{tmp_path / "leases.json"}"\n'
+        '[dhcp.subnets."10.233.2.0/24"]\n'
+        'range_start = "10.233.2.100"\nrange_end = "10.233.2.150"\nrouter = "10.233.2.254"\n'
+    )
+    mac = "52:54:00:aa:dd:02"
+    lan.serve.stop()
+    serve = ServeProcess(
+        lan.server_ns,
+        lan.root,
+        interface=SERVER_IF,
+        address=SERVER_IP,
+        dhcp="full",
+        config=config,
+        log_path=tmp_path / "full.log",
+    ).start()
+    try:
+        answer = exchange(lan, discover(0, mac=mac), timeout=5)
+        assert answer is not None, serve.log()
+        bootp, options, _ = answer
+        assert options[53] == 2
+        assert bootp.yiaddr == "10.233.2.100"  # from the relayed subnet's pool
+        assert options[3] == "10.233.2.254" and options[1] == "255.255.255.0"
+        assert bootp.file.rstrip(b"\0") == b"ipxe/undionly.kpxe"
+        offer = next(e for e in serve.api(f"/api/clients/{mac}")["events"]
+                     if e["kind"] == "dhcp-offer")  # fmt: skip
+        assert offer["relay"] == RELAY_DOWN and offer["agent_circuit"] == "rdown", offer
+    finally:
+        serve.stop()
+        lan.serve.start()
 
 
 @pytest.mark.netns

@@ -1,4 +1,5 @@
-"""Full DHCP (RFC 2131/2132): addresses from the local pool, plus the PXE boot answer.
+"""Full DHCP (RFC 2131/2132): addresses from the local pool and the relayed subnets' pools
+(`subnets.py`), plus the PXE boot answer.
 
 This module is the RFC 2131 state machine and nothing else: which message does what to the
 leases, in which order, and when to wait. The other jobs live next to it: packets come in
@@ -47,7 +48,9 @@ from netboot.dhcp.pool import AddressPool, build_pool
 from netboot.dhcp.prefilter import Glance
 from netboot.dhcp.probe import ArpProber
 from netboot.dhcp.proxy import ProxyDhcpServer
+from netboot.dhcp.relay import relay_details
 from netboot.dhcp.sockets import SERVER_PORT
+from netboot.dhcp.subnets import Segment, relayed_segments, segment_for
 from netboot.errors import UserError
 from netboot.ratelimit import limited
 from netboot.records import ClientRecords
@@ -94,6 +97,7 @@ class FullDhcpServer:
         self.leases = LeaseStore(Path(config.dhcp.lease_file))
         self.prober: ArpProber | None = None
         self._pool: AddressPool | None = None
+        self._relayed: list[Segment] = []  # pools of `[dhcp.subnets]`, behind relays
         self._endpoint: DhcpEndpoint | None = None
         self._proxy: ProxyDhcpServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -110,6 +114,7 @@ class FullDhcpServer:
     def check_config(self) -> AddressPool:
         """Raise ConfigError (naming the key) if the `[dhcp]` settings cannot work here."""
         self._pool = None
+        self._relayed = relayed_segments(self.config, self.pool)
         return self.pool
 
     @property
@@ -222,39 +227,35 @@ class FullDhcpServer:
             )
 
     async def _answer(self, request: DhcpRequest, key: str) -> Reply | None:
-        if not self._relay_ok(request):
+        local = Segment(self.pool, self.settings, relayed=False)
+        segment = segment_for(request.giaddr, local, self._relayed)
+        if segment is None:
+            self.stats["ignored_relay"] += 1  # a relay from a subnet without a pool
+            log.debug("relay %s: no pool for its subnet, not answered", request.giaddr)
             return None
         client = Client(key, request.mac, address_or_none(request.requested_ip))
         kind = request.msg_type
         if kind == DISCOVER:
-            return await self._discover(request, client)
+            return await self._discover(request, client, segment)
         if kind == REQUEST:
-            return await self._request(request, client)
+            return await self._request(request, client, segment)
         if kind == DECLINE:
             await self._decline(request, client)
         elif kind == RELEASE:
             await self._release(request, client)
         elif kind == INFORM:
-            return self._inform(request)
+            return self._inform(request, segment)
         return None
-
-    def _relay_ok(self, request: DhcpRequest) -> bool:
-        """Only the local subnet has a pool: a relay from elsewhere gets no answer."""
-        if request.giaddr in ("", "0.0.0.0"):
-            return True
-        if IPv4Address(request.giaddr) in self.pool.subnet:
-            return True
-        self.stats["ignored_relay"] += 1
-        log.debug("relay %s is outside %s: not answered", request.giaddr, self.pool.subnet)
-        return False
 
     # --- DISCOVER ---------------------------------------------------------------------
 
-    async def _discover(self, request: DhcpRequest, client: Client) -> Reply | None:
+    async def _discover(
+        self, request: DhcpRequest, client: Client, segment: Segment
+    ) -> Reply | None:
         """Choose, hold the offer (before any wait), probe; up to three addresses."""
         tried: set[IPv4Address] = set()
         for _ in range(MAX_PROBES_PER_DISCOVER):
-            choice = allocator.choose(self.pool, self.leases, client, time.time(), tried)
+            choice = allocator.choose(segment.pool, self.leases, client, time.time(), tried)
             if choice.reserved_in_use is not None:
                 log.warning(
                     "reserved address %s of %s is in use: offering a pool address",
@@ -262,15 +263,15 @@ class FullDhcpServer:
                     client.mac,
                 )
             address = choice.address
-            if address is None and self._reclaim_offer(client):
+            if address is None and self._reclaim_offer(client, segment.pool):
                 self.stats["offers_reclaimed"] += 1
-                choice = allocator.choose(self.pool, self.leases, client, time.time(), tried)
+                choice = allocator.choose(segment.pool, self.leases, client, time.time(), tried)
                 address = choice.address
             if address is None:
-                self._log_exhausted(client)
+                self._log_exhausted(client, segment.pool)
                 return None
             self.leases.hold_offer(client.key, str(address), time.time() + OFFER_HOLD_SECONDS)
-            if not choice.probe or self.prober is None:
+            if not choice.probe or self.prober is None or segment.relayed:
                 break
             tried.add(address)
             self.stats["probes"] += 1
@@ -290,13 +291,16 @@ class FullDhcpServer:
         else:
             return None
         self.stats["offers"] += 1
-        return self._lease_reply(request, OFFER, str(address), "dhcp-offer")
+        return self._lease_reply(request, OFFER, str(address), "dhcp-offer", segment)
 
-    def _reclaim_offer(self, client: Client) -> bool:
+    def _reclaim_offer(self, client: Client, pool: AddressPool) -> bool:
         now, made_before = time.time(), OFFER_HOLD_SECONDS - OFFER_MIN_HOLD_SECONDS
-        return self.leases.reclaim_offer(client.key, now, now + made_before) is not None
+        taken = self.leases.reclaim_offer(
+            client.key, now, now + made_before, lambda a: pool.in_range(IPv4Address(a))
+        )
+        return taken is not None
 
-    def _log_exhausted(self, client: Client) -> None:
+    def _log_exhausted(self, client: Client, pool: AddressPool) -> None:
         """Counted per packet, logged at most once a minute whoever asks (a flood of new
         MACs would otherwise write a line each)."""
         self.stats["no_address"] += 1
@@ -305,13 +309,15 @@ class FullDhcpServer:
             logging.WARNING,
             "no address available for %s: pool %s is exhausted",
             client.mac,
-            self.pool.describe(),
+            pool.describe(),
         )
-        self.records.event(client.mac, "dhcp-no-address", pool=self.pool.describe())
+        self.records.event(client.mac, "dhcp-no-address", pool=pool.describe())
 
     # --- REQUEST ----------------------------------------------------------------------
 
-    async def _request(self, request: DhcpRequest, client: Client) -> Reply | None:
+    async def _request(
+        self, request: DhcpRequest, client: Client, segment: Segment
+    ) -> Reply | None:
         """Selecting (54 + 50), init-reboot (50 only), renewing/rebinding (ciaddr)."""
         now = time.time()
         server_id = request.server_id
@@ -329,10 +335,10 @@ class FullDhcpServer:
             self.stats["malformed"] += 1
             return None
         refused = allocator.refusal(
-            self.pool, self.leases, client, address, now, renewing=state == "renewing"
+            segment.pool, self.leases, client, address, now, renewing=state == "renewing"
         )
         if refused is not None:
-            return self._nak(request, f"{state}: {address} {refused}")
+            return self._nak(request, f"{state}: {address} {refused}", segment.settings)
         own = self.leases.lease_of(client.key)
         if state == "selecting":
             if self.leases.offer_of(client.key, now) is None and (
@@ -345,14 +351,22 @@ class FullDhcpServer:
                 self.stats["ignored_unknown"] += 1  # RFC 2131 4.3.2: remain silent
                 return None
             if own.address != str(address):
-                return self._nak(request, f"init-reboot: {address} is not its address")
-        return await self._bind(request, client, str(address), now, state)
+                return self._nak(
+                    request, f"init-reboot: {address} is not its address", segment.settings
+                )
+        return await self._bind(request, client, str(address), now, state, segment)
 
     async def _bind(
-        self, request: DhcpRequest, client: Client, address: str, now: float, state: str
+        self,
+        request: DhcpRequest,
+        client: Client,
+        address: str,
+        now: float,
+        state: str,
+        segment: Segment,
     ) -> Reply | None:
         """Grant the lease; the ACK leaves only once the lease is on disk."""
-        reservation = self.pool.reservation(client.mac)
+        reservation = segment.pool.reservation(client.mac)
         hostname = reservation.hostname if reservation is not None else ""
         self.leases.bind(client.key, client.mac, address, now + self.lease_time, hostname)
         try:
@@ -365,12 +379,12 @@ class FullDhcpServer:
             return None
         self.stats["acks"] += 1
         self.records.learn(client.mac, address)
-        return self._lease_reply(request, ACK, address, "dhcp-ack", state=state)
+        return self._lease_reply(request, ACK, address, "dhcp-ack", segment, state=state)
 
-    def _nak(self, request: DhcpRequest, reason: str) -> Reply:
+    def _nak(self, request: DhcpRequest, reason: str, settings: replies.Settings) -> Reply:
         self.stats["naks"] += 1
         self.records.event(request.mac, "dhcp-nak", reason=reason)
-        return replies.nak(self.settings, request, reason)
+        return replies.nak(settings, request, reason)
 
     # --- DECLINE, RELEASE, INFORM -----------------------------------------------------
 
@@ -411,14 +425,14 @@ class FullDhcpServer:
         self.records.event(request.mac, "dhcp-release", ip=request.ciaddr)
         await self._save_quietly()
 
-    def _inform(self, request: DhcpRequest) -> Reply | None:
+    def _inform(self, request: DhcpRequest, segment: Segment) -> Reply | None:
         """RFC 2131 3.4: configuration only: no lease, no yiaddr, sent to ciaddr."""
         if request.ciaddr in ("", "0.0.0.0"):
             self.stats["malformed"] += 1
             return None
         self.stats["informs"] += 1
         self.records.learn(request.mac, request.ciaddr)
-        return self._lease_reply(request, ACK, "0.0.0.0", "dhcp-inform-ack", lease=False)
+        return self._lease_reply(request, ACK, "0.0.0.0", "dhcp-inform-ack", segment, lease=False)
 
     async def _save_quietly(self) -> None:
         """Persist a change that needs no answer; a failed write is retried at the next."""
@@ -436,15 +450,17 @@ class FullDhcpServer:
         msg_type: int,
         address: str,
         event: str,
+        segment: Segment,
         *,
         lease: bool = True,
         state: str = "",
     ) -> Reply:
         """OFFER/ACK with the lease options and the boot answer; noted in the record."""
-        settings = self.settings
-        options = replies.config_options(settings, self.pool.reservation(request.mac), lease=lease)
+        settings, reservation = segment.settings, segment.pool.reservation(request.mac)
+        options = replies.config_options(settings, reservation, lease=lease)
         answer = self.policy.pxe_answer(facts_from_request(request)) if request.is_pxe else None
         reply = replies.lease_reply(settings, request, msg_type, address, options, answer)
         ip = address if lease else request.ciaddr
-        self.records.event(request.mac, event, ip=ip, state=state, **replies.boot_detail(answer))
+        detail = {**replies.boot_detail(answer), **relay_details(request)}
+        self.records.event(request.mac, event, ip=ip, state=state, **detail)
         return reply

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -264,14 +265,21 @@ class LeaseStore:
         self.drop_offer(client)
         self._offers[address] = Offer(client, address, until)
 
-    def reclaim_offer(self, client: str, now: float, held_until_at_most: float) -> str | None:
+    def reclaim_offer(
+        self,
+        client: str,
+        now: float,
+        held_until_at_most: float,
+        within: Callable[[str], bool] = lambda address: True,
+    ) -> str | None:
         """Take back the pending offer of another client made longest ago, if it expires by
         `held_until_at_most` (the pool ran dry: an OFFER nobody REQUESTed must not keep a
-        real client out, but one made a moment ago may still be answered); its address."""
+        real client out, but one made a moment ago may still be answered); its address.
+        `within`: only offers of the pool that ran dry (another subnet's frees nothing)."""
         pending = [
             o
             for o in self._offers.values()
-            if o.client != client and now < o.until <= held_until_at_most
+            if o.client != client and now < o.until <= held_until_at_most and within(o.address)
         ]
         if not pending:
             return None

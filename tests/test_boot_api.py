@@ -46,7 +46,7 @@ def test_a_bad_reply_refuses_the_machine(body: object) -> None:
     assert isinstance(parse_reply(body, API), ApiRefusal)
 
 
-def _serve(lan: Lan, tmp_path: Path, api_url: str) -> ServeProcess:
+def _serve(lan: Lan, tmp_path: Path, api_url: str, **flags: object) -> ServeProcess:
     return ServeProcess(
         lan.server_ns,
         lan.root,
@@ -54,19 +54,31 @@ def _serve(lan: Lan, tmp_path: Path, api_url: str) -> ServeProcess:
         address=SERVER_IP,
         log_path=tmp_path / "serve.log",
         extra=("--boot-api", api_url),
+        **flags,  # type: ignore[arg-type]
     ).start()
 
 
-@pytest.fixture
-def api_server(lan: Lan, tmp_path: Path) -> Iterator[tuple[BootApi, ServeProcess]]:
-    """The API beside the server, and the server in API mode instead of the lan's own."""
+@pytest.fixture(params=["proxy"])
+def api_server(
+    lan: Lan, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[BootApi, ServeProcess]]:
+    """The API beside the server, and the server in API mode instead of the lan's own
+    (proxyDHCP, or full DHCP with a pool on the lan)."""
     files = tmp_path / "files"
     files.mkdir()
     api = BootApi(lan.server_ns, SERVER_IP, API_PORT, [OURS], files, tmp_path / "api.log",
                   cmdline="console=ttyS0").start()  # fmt: skip
     lan.serve.stop()
+    flags: dict[str, object] = {}
+    if request.param == "full":
+        config = tmp_path / "netboot.toml"
+        config.write_text(
+            '[dhcp]\nrange_start = "10.231.0.100"\nrange_end = "10.231.0.150"\nforce = true\n'
+            f'probe = false\nlease_file = "{tmp_path / "leases.json"}"\n'
+        )
+        flags = {"dhcp": "full", "config": config}
     try:
-        serve = _serve(lan, tmp_path, api.url)
+        serve = _serve(lan, tmp_path, api.url, **flags)
         try:
             yield api, serve
         finally:
@@ -98,6 +110,22 @@ def test_api_claimed_machine_is_answered_and_boots_the_apis_kernel(
     assert "Booting the installer (boot API)" in script
     record = serve.api(f"/api/clients/{OURS}")
     assert next(e for e in record["events"] if e["kind"] == "boot-api")["ours"] is True
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("api_server", ["full"], indirect=True)
+def test_full_dhcp_leases_to_all_but_boots_only_the_apis_machines(
+    lan: Lan, api_server: tuple[BootApi, ServeProcess]
+) -> None:
+    api, serve = api_server
+    ours = exchange(lan, discover(0, mac=OURS), timeout=5)
+    assert ours is not None, serve.log()
+    assert ours[0].yiaddr.startswith("10.231.0.1")
+    assert ours[0].file.rstrip(b"\0") == b"ipxe/undionly.kpxe"
+    refused = exchange(lan, discover(0, mac=REFUSED), timeout=5)
+    assert refused is not None, serve.log()  # an address, as full DHCP gives everyone
+    assert refused[0].file.rstrip(b"\0") == b""  # but no boot file: not the API's machine
+    assert sorted(r["path"] for r in api.requests()) == [f"/v1/boot/{m}" for m in (OURS, REFUSED)]
 
 
 @pytest.mark.netns

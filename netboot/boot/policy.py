@@ -8,11 +8,13 @@ for settings; none of them builds a URL or reads `[boot]` or `[clients]` itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from netboot.boot import entries, grub, pxe
-from netboot.boot.api import ApiBoot, ApiBooter, ApiRefusal
+from netboot.boot.api import ANSWER_DEADLINE, ApiBoot, ApiBooter, ApiRefusal
 from netboot.boot.arch import ARCH_EFI_X64_HTTP
 from netboot.boot.facts import ClientFacts
 from netboot.boot.menu import BootEntry, BootMenu
@@ -58,6 +60,13 @@ class BootPolicy:
         """Ask the boot API about this machine (the result is cached for the next packets)."""
         assert self.api is not None
         return await self.api.ask(facts.mac, facts.arch)
+
+    async def settle_api(self, facts: ClientFacts, deadline: float = ANSWER_DEADLINE) -> None:
+        """API mode: ask about an unknown machine, waiting at most `deadline` seconds (a
+        later result still fills the cache for the client's next packet)."""
+        if self.needs_api(facts):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ask_api(facts), deadline)
 
     def pxe_answer(self, facts: ClientFacts) -> pxe.PxeAnswer | pxe.NoAnswer:
         """The boot file (or, for iPXE, the script URL) a DHCP reply names; in API mode

@@ -1,5 +1,4 @@
-"""Full DHCP (RFC 2131/2132): addresses from the local pool and the relayed subnets' pools
-(`subnets.py`), plus the PXE boot answer.
+"""Full DHCP (RFC 2131/2132): addresses from the pools (`subnets.py`), plus the boot answer.
 
 This module is the RFC 2131 state machine and nothing else: which message does what to the
 leases, in which order, and when to wait. The other jobs live next to it: packets come in
@@ -212,6 +211,8 @@ class FullDhcpServer:
         key = client_key(request.client_id, request.mac)
         try:
             async with self._client_locks.hold(key):
+                if request.is_pxe:  # API mode: the boot answer may wait for the API
+                    await self.policy.settle_api(facts_from_request(request))
                 reply = await self._answer(request, key)
             if reply is not None and self._endpoint is not None:
                 self._endpoint.send(*reply)

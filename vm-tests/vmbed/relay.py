@@ -34,7 +34,10 @@ class RelayedSegment:
     lan: Namespace  # the clients' side (QEMU runs here)
     bridge: Bridge
     router: Namespace
-    foreign_dhcp: bool = True
+
+    @property
+    def foreign_dhcp(self) -> bool:
+        return self.server_net.foreign_dhcp
 
     @property
     def srv(self) -> Namespace:
@@ -70,14 +73,15 @@ def client_subnet(server_subnet: str) -> str:
 
 
 @contextlib.contextmanager
-def relayed_network(workdir: Path) -> Iterator[RelayedSegment]:
-    """The server LAN plus a client segment behind a dhcrelay router, for a `with` body."""
+def relayed_network(workdir: Path, foreign_dhcp: bool = True) -> Iterator[RelayedSegment]:
+    """The server LAN plus a client segment behind a dhcrelay router, for a `with` body.
+    Without the site's DHCP server (full DHCP) the relay forwards to netboot alone."""
     probe = TestNetwork(workdir)  # only to pick the server subnet before dnsmasq starts
     subnet = client_subnet(probe.subnet)
     gateway = f"{subnet}.254"
     ranges = [f"--dhcp-range=set:relayed,{subnet}.100,{subnet}.199,255.255.255.0,1h",
               f"--dhcp-option=tag:relayed,option:router,{gateway}"]  # fmt: skip
-    with network(workdir, True, subnet=probe.subnet, dnsmasq_extra=ranges) as net:
+    with network(workdir, foreign_dhcp, subnet=probe.subnet, dnsmasq_extra=ranges) as net:
         tag = new_tag()
         router, lan = Namespace("rtr", tag), Namespace("clan", tag)
         relay = None
@@ -85,11 +89,12 @@ def relayed_network(workdir: Path) -> Iterator[RelayedSegment]:
             net.bridge.attach(router, "rup", address=f"{net.subnet}.254/24")
             bridge = Bridge(lan, "br1")
             bridge.attach(router, "rdown", address=f"{gateway}/24")
-            for ns, interface in ((net.srv, SERVER_IF), (net.dhcp, DHCP_IF)):
+            sides = [(net.srv, SERVER_IF)] + ([(net.dhcp, DHCP_IF)] if foreign_dhcp else [])
+            for ns, interface in sides:
                 ns.ip("route", "add", f"{subnet}.0/24", "via", f"{net.subnet}.254", "dev",
                       interface)  # fmt: skip
-            relay = DhcpRelay(router, "rup", "rdown", [net.dhcp_ip, net.server_ip],
-                              workdir / "dhcrelay.log").start()  # fmt: skip
+            servers = ([net.dhcp_ip] if foreign_dhcp else []) + [net.server_ip]
+            relay = DhcpRelay(router, "rup", "rdown", servers, workdir / "dhcrelay.log").start()
             yield RelayedSegment(net, subnet, relay, lan, bridge, router)
         finally:
             if relay is not None:

@@ -358,3 +358,35 @@ def test_transfer_multicast_goes_on_the_cmdline_site_wide_and_per_client(tmp_pat
 def test_transfer_must_be_http_or_multicast(tmp_path: Path, toml: dict[str, Any]) -> None:
     with pytest.raises(config_mod.ConfigError, match="transfer: must be one of"):
         make_config(tmp_path, toml)
+
+
+def test_ltsp_ipxe_client_settings_are_read_in_compat_mode(tmp_path: Path) -> None:
+    ltsp, tftp = tmp_path / "ltsp", tmp_path / "tftp-ltsp"
+    for name in ("focal", "jammy"):
+        (ltsp / "images").mkdir(parents=True, exist_ok=True)
+        (ltsp / "images" / f"{name}.img").write_bytes(b"squashfs")
+        (tftp / name).mkdir(parents=True)
+        (tftp / name / "vmlinuz").write_bytes(b"kernel")
+        (tftp / name / "initrd.img").write_bytes(b"initrd")
+    (tftp / "ltsp.ipxe").write_text(
+        "#!ipxe\nset cmdline_ltsp BOOTIF=01-${mac:hexhyp}\nset menu-timeout 5000\n"
+        "goto ${mac} || goto start\n"
+        ":52:54:00:00:00:01\nset img jammy\nset cmdline_client quiet splash\n"
+        "set menu-timeout 0\ngoto start\n"
+        ":52:54:00:00:00:02\nset img focal\ngoto start\n:start\nset img other\n"
+    )
+    server = {"ltsp_root": str(ltsp), "ltsp_tftp_root": str(tftp), "ltsp_compat": True}
+    toml = {"server": server, "boot": {"kernel_params": "site=1"}}
+    menu = policy_for(tmp_path, toml).menu(ClientFacts(MAC, ipxe=True))
+    assert menu.default.name == "ltsp-jammy"
+    assert menu.kernel_params == "site=1 quiet splash"
+    assert menu.timeout == 0
+    other = policy_for(tmp_path, toml).menu(ClientFacts("52:54:00:00:00:02", ipxe=True))
+    assert (other.default.name, other.kernel_params, other.timeout) == ("ltsp-focal", "site=1", 5)
+    # netboot's own [clients] settings win over ltsp.ipxe
+    toml["clients"] = {MAC: {"image": "ltsp-focal", "kernel_params": "mine=1"}}
+    mine = policy_for(tmp_path, toml).menu(ClientFacts(MAC, ipxe=True))
+    assert (mine.default.name, mine.kernel_params) == ("ltsp-focal", "site=1 quiet splash mine=1")
+    # outside compat mode the file is not read
+    server["ltsp_compat"] = False
+    assert policy_for(tmp_path, toml).ltsp_client(MAC).image == ""

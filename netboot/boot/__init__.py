@@ -9,6 +9,7 @@ way, so a reader follows it: packet → transport → facts → policy → decis
     pxe.py      the DHCP boot answer (PxeAnswer / NoAnswer) for one client
     cmdline.py  the `netboot.*` kernel parameters the client side reads, declared once
     entries.py  the boot entries: images of the served root, config entries, an LTSP tree
+    ltsp_ipxe.py  a client's settings in an LTSP site's ltsp.ipxe (compat mode)
     api.py      API mode: a pixiecore-style HTTP API decides per MAC (cached)
     menu.py     BootEntry and BootMenu, the decision a renderer consumes
     policy.py   BootPolicy: server address, HTTP port and config in; every answer out

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
-from netboot.boot import entries, grub, pxe
+from netboot.boot import entries, grub, ltsp_ipxe, pxe
 from netboot.boot.api import ANSWER_DEADLINE, ApiBoot, ApiBooter, ApiRefusal
 from netboot.boot.arch import ARCH_EFI_X64_HTTP
 from netboot.boot.facts import ClientFacts
@@ -138,16 +139,30 @@ class BootPolicy:
         loader, else `boot.loader`."""
         return self.client_settings(mac).get("loader") or self.config.boot.loader
 
+    def ltsp_client(self, mac: str) -> ltsp_ipxe.LtspClient:
+        """Compat mode: this client's section of the LTSP site's `ltsp.ipxe` (file I/O)."""
+        if not self.config.server.ltsp_compat:
+            return ltsp_ipxe.LtspClient()
+        path = Path(self.config.server.ltsp_tftp_root) / "ltsp.ipxe"
+        return ltsp_ipxe.read_client(path, mac)
+
     def kernel_params(self, mac: str) -> str:
-        """Extra kernel parameters: the site-wide ones, then this client's."""
+        """Extra kernel parameters: the site-wide ones, the client's in `ltsp.ipxe` (compat
+        mode), then the client's `[clients]` ones."""
         own = self.client_settings(mac).get("kernel_params", "")
-        return " ".join(p for p in (self.config.boot.kernel_params, own) if p)
+        ltsp = self.ltsp_client(mac).kernel_params
+        return " ".join(p for p in (self.config.boot.kernel_params, ltsp, own) if p)
 
     def default_entry(self, mac: str, choices: list[BootEntry]) -> BootEntry | None:
-        """The client's `[clients]` image, else `boot.default_image` (an image's or an
-        entry's name); the first entry when the one named is not there; None when there is
-        nothing to boot."""
-        wanted = self.client_settings(mac).get("image") or self.config.boot.default_image
+        """The client's `[clients]` image, else its `ltsp.ipxe` image (compat mode), else
+        `boot.default_image` (an image's or an entry's name); the first entry when the one
+        named is not there; None when there is nothing to boot."""
+        ltsp = self.ltsp_client(mac).image
+        wanted = (
+            self.client_settings(mac).get("image")
+            or (f"ltsp-{ltsp}" if ltsp else "")
+            or self.config.boot.default_image
+        )
         return next((e for e in choices if e.name == wanted), choices[0] if choices else None)
 
     def _api_menu(self, facts: ClientFacts) -> BootMenu:
@@ -159,6 +174,11 @@ class BootPolicy:
         return BootMenu(facts, (entry,) if entry else (), entry, 0, "", self.http_base,
                         self.server_ip)  # fmt: skip
 
+    def _menu_timeout(self, mac: str) -> int:
+        """The client's `ltsp.ipxe` menu timeout (compat mode), else `boot.menu_timeout`."""
+        ltsp = self.ltsp_client(mac).menu_timeout
+        return self.config.boot.menu_timeout if ltsp is None else ltsp
+
     def menu(self, facts: ClientFacts) -> BootMenu:
         """Everything a renderer needs for this client's boot script (reads the root)."""
         if self.api is not None:
@@ -168,7 +188,7 @@ class BootPolicy:
             client=facts,
             entries=tuple(choices),
             default=self.default_entry(facts.mac, choices),
-            timeout=self.config.boot.menu_timeout,
+            timeout=self._menu_timeout(facts.mac),
             kernel_params=self.kernel_params(facts.mac),
             base=self.http_base,
             server=self.server_ip,

@@ -131,3 +131,10 @@ class ServeProcess:
         cleanup.stop_process(self.proc, grace=15)
         cleanup.done(self._cleanup_id)
         return self.proc.returncode
+
+
+def serve_on(ns: Namespace, root: Path, address: str, log_path: Path, **flags) -> ServeProcess:
+    """`netboot serve` started on the test bed's server interface (`vsrv`) of `ns`; `flags`
+    as ServeProcess takes them (dhcp, config, extra)."""
+    return ServeProcess(ns, root, interface="vsrv", address=address, log_path=log_path,
+                        **flags).start()  # fmt: skip

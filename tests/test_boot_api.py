@@ -13,8 +13,8 @@ from test_proxy_dhcp import discover, exchange
 
 from netboot.boot.api import ApiBoot, ApiRefusal, parse_reply
 from testbed.bootapi import BootApi
-from testbed.lan import SERVER_IF, SERVER_IP, Lan
-from testbed.serve import ServeProcess
+from testbed.lan import SERVER_IP, Lan
+from testbed.serve import ServeProcess, serve_on
 
 API = "http://192.0.2.5:9000/api/"
 OURS = "52:54:00:aa:cc:01"
@@ -47,15 +47,8 @@ def test_a_bad_reply_refuses_the_machine(body: object) -> None:
 
 
 def _serve(lan: Lan, tmp_path: Path, api_url: str, **flags: object) -> ServeProcess:
-    return ServeProcess(
-        lan.server_ns,
-        lan.root,
-        interface=SERVER_IF,
-        address=SERVER_IP,
-        log_path=tmp_path / "serve.log",
-        extra=("--boot-api", api_url),
-        **flags,  # type: ignore[arg-type]
-    ).start()
+    log = tmp_path / "serve.log"
+    return serve_on(lan.server_ns, lan.root, SERVER_IP, log, extra=("--boot-api", api_url), **flags)
 
 
 @pytest.fixture(params=["proxy"])

@@ -19,7 +19,7 @@ from netboot.dhcp.relay import agent_suboptions
 from testbed.lan import CLIENT_IF, SERVER_IF, Lan
 from testbed.netns import Namespace, new_tag, veth
 from testbed.relay import DhcpRelay
-from testbed.serve import ServeProcess
+from testbed.serve import serve_on
 
 SERVER_IP = "10.233.1.1"
 RELAY_UP = "10.233.1.254"
@@ -51,8 +51,7 @@ def relayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lan, Dhc
         server.ip("route", "add", "10.233.2.0/24", "via", RELAY_UP)
         client.ip("route", "add", "default", "via", RELAY_DOWN, "dev", CLIENT_IF, "onlink")
         relay = DhcpRelay(router, "rup", "rdown", [SERVER_IP], tmp / "dhcrelay.log").start()
-        serve = ServeProcess(server, tmp / "root", interface=SERVER_IF, address=SERVER_IP,
-                             log_path=tmp / "serve.log").start()  # fmt: skip
+        serve = serve_on(server, tmp / "root", SERVER_IP, tmp / "serve.log")
         yield Lan(server, client, serve, tmp / "root"), relay
     finally:
         if serve is not None:
@@ -110,15 +109,8 @@ def test_full_dhcp_serves_the_relayed_subnet_from_its_pool(
     )
     mac = "52:54:00:aa:dd:02"
     lan.serve.stop()
-    serve = ServeProcess(
-        lan.server_ns,
-        lan.root,
-        interface=SERVER_IF,
-        address=SERVER_IP,
-        dhcp="full",
-        config=config,
-        log_path=tmp_path / "full.log",
-    ).start()
+    serve = serve_on(lan.server_ns, lan.root, SERVER_IP, tmp_path / "full.log", dhcp="full",
+                     config=config)  # fmt: skip
     try:
         answer = exchange(lan, discover(0, mac=mac), timeout=5)
         assert answer is not None, serve.log()

@@ -344,11 +344,11 @@ def _check_clients(table: Mapping[str, Any], source: str) -> ClientTable:
 
 
 def _entry_location(key: str, value: str, source: str) -> None:
-    """A path under the served root (no '..') or an http(s) URL."""
+    """A path under the served root (no '..', no spaces) or an http(s) URL."""
     if "://" in value:
         if not value.startswith(("http://", "https://")):
             raise ConfigError(key, source, "a URL must be http:// or https://")
-    elif value.startswith("/") or ".." in value.split("/"):
+    elif value.startswith("/") or ".." in value.split("/") or re.search(r"\s", value):
         raise ConfigError(key, source, "must be a path under the served root or a URL")
 
 

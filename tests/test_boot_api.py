@@ -40,6 +40,7 @@ def test_reply_urls_resolve_against_the_api() -> None:
         {"kernel": "k", "initrd": "i"},
         {"kernel": "k", "cmdline": {"a": 1}},
         {"kernel": "file:///etc/passwd"},
+        {"kernel": "/k boot"},
     ],
 )
 def test_a_bad_reply_refuses_the_machine(body: object) -> None:

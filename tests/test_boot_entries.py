@@ -79,6 +79,7 @@ def test_an_entry_can_be_the_default(tmp_path: Path, where: str) -> None:
         ({"a": {"chain": "c", "cmdline": "x"}}, "entries.a", "go with kernel only"),
         ({"a": {"kernel": "../etc/k"}}, "entries.a.kernel", "under the served root"),
         ({"a": {"kernel": "/etc/k"}}, "entries.a.kernel", "under the served root"),
+        ({"a": {"kernel": "k\nshell"}}, "entries.a.kernel", "under the served root"),
         ({"a": {"iso": "ftp://x/y.iso"}}, "entries.a.iso", "http:// or https://"),
         ({"a": {"kernel": "k", "initrd": "i"}}, "entries.a.initrd", "must be a list"),
         ({"a": {"kernel": "k", "initrd": ["../i"]}}, "entries.a.initrd[0]", "served root"),

@@ -79,6 +79,8 @@ def parse_reply(body: object, api_url: str) -> ApiResult:
     urls = [urljoin(api_url, u) for u in [body["kernel"], *initrd]]
     if not all(u.startswith(("http://", "https://")) for u in urls):
         return ApiRefusal("API reply names a URL that is not http(s)")
+    if any(c.isspace() or not c.isprintable() for u in urls for c in u):
+        return ApiRefusal("API reply names a URL with spaces or control characters")
     # one line each: a newline would end the iPXE command it is put in
     flat = [" ".join(s.split()) for s in (cmdline, message)]
     return ApiBoot(urls[0], tuple(urls[1:]), flat[0], flat[1])

@@ -79,7 +79,8 @@ def config_entries(table: Mapping[str, Mapping[str, Any]]) -> list[BootEntry]:
         label = spec["title"] or name
         if spec["kernel"]:
             initrds = tuple((Path(i.split("?")[0]).name, i) for i in spec["initrd"])
-            kind, first, cmdline = KIND_LINUX, spec["kernel"], spec["cmdline"]
+            # one line: a newline would end the iPXE command it is put in
+            kind, first, cmdline = KIND_LINUX, spec["kernel"], " ".join(spec["cmdline"].split())
         else:
             kind = KIND_CHAIN if spec["chain"] else KIND_SANBOOT
             first, initrds, cmdline = spec["chain"] or spec["iso"], (), ""

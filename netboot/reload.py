@@ -1,7 +1,7 @@
 """SIGHUP: which config changes a running server takes, and which need a restart.
 
-`[boot]`, `[ipxe]`, `[clients]` and `[image]` apply at once: the server builds a new
-`BootPolicy` and every later answer uses it. `[server]` and `[dhcp]` are bound into sockets,
+`[boot]`, `[ipxe]`, `[clients]`, `[entries]` and `[image]` apply at once: the server builds a
+new `BootPolicy` and every later answer uses it. `[server]` and `[dhcp]` are bound into sockets,
 the TFTP root and the lease pool at start, so a change there keeps its running value and is
 named in one "needs a restart" line. Sockets, leases, client records and transfers in flight
 are never touched by a reload.

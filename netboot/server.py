@@ -309,7 +309,8 @@ class NetbootServer:
 
     async def _start_full_dhcp(self) -> None:
         from netboot.dhcp.detect import find_other_dhcp_servers
-        from netboot.dhcp.full import FullDhcpError, FullDhcpServer
+        from netboot.dhcp.full import FullDhcpServer
+        from netboot.dhcp.prerequisites import FullDhcpError
 
         assert self.policy is not None
         server = self.config.server

@@ -144,3 +144,30 @@ def test_kernel_signed_reads_sbverify_output(tmp_path: Path) -> None:
     assert kernel_signed(unsigned) is False
     (tmp_path / "junk").write_bytes(b"not a PE file")
     assert kernel_signed(tmp_path / "junk") is None
+
+
+def test_grub_config_boots_linux_entries_and_skips_what_needs_ipxe(tmp_path: Path) -> None:
+    """`[entries]` of every kind: GRUB gets the `linux` entry of paths (rooted on its TFTP
+    server); chain, ISO and URL entries are comments, and a default among them falls back to
+    the first entry GRUB can boot. The result still passes grub-script-check."""
+    publish(tmp_path / "srv", "alpha")
+    entries = {
+        "installer": {"title": "It's DI", "kernel": "di/linux", "initrd": ["di/initrd.gz"]},
+        "xyz": {"chain": "https://boot.netboot.xyz/menu.ipxe"},
+        "rescue": {"iso": "isos/rescue.iso"},
+        "remote": {"kernel": "http://198.51.100.7/k"},
+    }
+    for default, expected in (("installer", "img-installer"), ("rescue", "img-alpha")):
+        toml = {"entries": entries, "boot": {"loader": "grub", "default_image": default}}
+        text = policy_for(tmp_path, toml).tftp_file(f"grub/clients/{MAC}.cfg")
+        assert text is not None
+        config = text.decode()
+        assert f"set default={expected}\n" in config
+        assert "menuentry 'It'\\''s DI' --id img-installer {" in config
+        assert "  linux '/di/linux'\n  initrd '/di/initrd.gz'\n" in config
+        for skipped in ("img-xyz (chain)", "img-rescue (sanboot)", "img-remote (linux)"):
+            assert f"# netboot: entry {skipped} needs iPXE: skipped" in config
+        assert config.count("menuentry ") == 3  # alpha, installer, local disk
+        if shutil.which("grub-script-check"):
+            result = subprocess.run(["grub-script-check"], input=text, capture_output=True)
+            assert result.returncode == 0, result.stderr

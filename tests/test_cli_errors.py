@@ -14,7 +14,7 @@ import pytest
 from netboot import cli
 from netboot.commands.nfs import ExportError
 from netboot.config import ConfigError
-from netboot.dhcp.full import FullDhcpError
+from netboot.dhcp.prerequisites import FullDhcpError
 from netboot.errors import UserError
 from netboot.image.errors import ImageError, os_errors_shown
 from netboot.image.signals import Interrupted, interrupts_raise

@@ -85,6 +85,19 @@ def test_reload_applies_boot_keys_and_names_restart_keys(tmp_path: Path) -> None
     assert applied.server == running.server
 
 
+def test_reload_applies_entries_and_names_relayed_subnets_for_restart() -> None:
+    running = cfg.defaults()
+    subnet = {"range_start": "10.1.2.100", "range_end": "10.1.2.199"}
+    loaded = cfg.parse(
+        {"entries": {"di": {"kernel": "di/linux"}}, "dhcp": {"subnets": {"10.1.2.0/24": subnet}}},
+        "x.toml",
+    )
+    assert reload.restart_keys(running, loaded) == ["dhcp.subnets"]
+    applied = reload.applicable(running, loaded)
+    assert list(applied.entries) == ["di"]
+    assert applied.dhcp.subnets == {}
+
+
 def test_notify_sends_one_datagram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:

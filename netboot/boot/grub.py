@@ -17,7 +17,7 @@ from typing import Any
 
 from netboot.boot.arch import ARCH_EFI_ARM64, ARCH_EFI_BC, ARCH_EFI_X64
 from netboot.boot.cmdline import for_client
-from netboot.boot.menu import BootMenu
+from netboot.boot.menu import KIND_LINUX, BootEntry, BootMenu
 from netboot.records import normalize_mac
 
 GRUB_DIR = "grub"
@@ -78,23 +78,42 @@ def _words(text: str) -> str:
     return " ".join(quote(word) for word in text.split())
 
 
+def _tftp_path(path: str) -> str:
+    """A path under the served root as GRUB names it on its TFTP root (leading `/`)."""
+    return "/" + path.lstrip("/")
+
+
+def grub_boots(entry: BootEntry) -> bool:
+    """GRUB here loads a kernel and initrds from the TFTP server it came from: a `linux`
+    entry of paths. Chain and ISO (sanboot) entries, and files at a URL, are iPXE's only."""
+    paths = (entry.kernel, *(path for _, path in entry.initrds))
+    return entry.kind == KIND_LINUX and not any("://" in path for path in paths)
+
+
 def client_config(menu: BootMenu) -> str:
     """This client's menu: the same entries, default, timeout and kernel command line as its
-    iPXE script, file paths on the TFTP server GRUB booted from, and local disk."""
+    iPXE script, file paths on the TFTP server GRUB booted from, and local disk. An entry
+    GRUB cannot boot is a comment; the default is then the first entry it can (as when the
+    named default is missing)."""
     mac = menu.client.mac
+    bootable = [entry for entry in menu.entries if grub_boots(entry)]
+    default = menu.default if menu.default in bootable else next(iter(bootable), None)
     lines = [
         f"# netboot: menu for {mac}",
         "set netboot_menu=1",
         f"set timeout={menu.timeout}",
-        f"set default={menu.default.target if menu.default else 'local'}",
+        f"set default={default.target if default else 'local'}",
     ]
     for entry in menu.entries:
-        initrds = " ".join(quote(path) for _, path in entry.initrds)
+        if entry not in bootable:
+            lines.append(f"# netboot: entry {entry.target} ({entry.kind}) needs iPXE: skipped")
+            continue
+        initrds = " ".join(quote(_tftp_path(path)) for _, path in entry.initrds)
         cmdline = for_client(menu.cmdline(entry), mac)
         lines += [
             f"menuentry {quote(entry.label)} --id {entry.target} {{",
             f"  echo {quote('netboot: loading ' + entry.label)}",
-            f"  linux {quote(entry.kernel)} {_words(cmdline)}",
+            f"  linux {quote(_tftp_path(entry.kernel))} {_words(cmdline)}".rstrip(),
             f"  initrd {initrds}",
             "}",
         ]

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from scapy.layers.dhcp import BOOTP, DHCP
 
-from netboot.dhcp.full import FullDhcpError
 from netboot.dhcp.packet import (
     OFFER,
     OPT_MSG_TYPE,
@@ -29,6 +28,7 @@ from netboot.dhcp.packet import (
     OPT_VENDOR_CLASS,
     parse_reply,
 )
+from netboot.dhcp.prerequisites import FullDhcpError
 from netboot.dhcp.sockets import CLIENT_PORT, LIMITED_BROADCAST, SERVER_PORT, open_udp_socket
 
 log = logging.getLogger("netboot.dhcp.detect")

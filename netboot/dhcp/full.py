@@ -3,7 +3,8 @@
 This module is the RFC 2131 state machine and nothing else: which message does what to the
 leases, in which order, and when to wait. The other jobs live next to it: packets come in
 through `endpoint.py` (glance, decode, counters), the address comes from `allocator.py`
-(pure), the bytes from `replies.py` (pure), the lease file from `leases.py`.
+(pure), the bytes from `replies.py` (pure), the lease file from `leases.py`, the
+start-up steps from `prerequisites.py`.
 
 Deciding may wait (an ARP probe before a new address is offered; the lease write before an
 ACK leaves), so each decoded request becomes a task; requests of one client are handled in
@@ -30,7 +31,7 @@ from netboot.dhcp import allocator, replies
 from netboot.dhcp.allocator import Client, address_or_none
 from netboot.dhcp.endpoint import DhcpEndpoint, Reply, open_dhcp_endpoint
 from netboot.dhcp.facts import facts_from_request
-from netboot.dhcp.leases import LeaseFileError, LeaseStore, client_key
+from netboot.dhcp.leases import LeaseStore, client_key
 from netboot.dhcp.ordering import ClientLocks
 from netboot.dhcp.packet import (
     ACK,
@@ -45,12 +46,12 @@ from netboot.dhcp.packet import (
 )
 from netboot.dhcp.pool import AddressPool, build_pool
 from netboot.dhcp.prefilter import Glance
+from netboot.dhcp.prerequisites import load_leases, open_prober
 from netboot.dhcp.probe import ArpProber
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.dhcp.relay import relay_details
 from netboot.dhcp.sockets import SERVER_PORT
 from netboot.dhcp.subnets import Segment, relayed_segments, segment_for
-from netboot.errors import UserError
 from netboot.ratelimit import limited
 from netboot.records import ClientRecords
 
@@ -62,10 +63,6 @@ OFFER_HOLD_SECONDS, OFFER_MIN_HOLD_SECONDS = 15.0, 3.0
 MAX_PROBES_PER_DISCOVER = 3  # bounds the time one DISCOVER can take (each probe <= 0.5 s)
 MAX_PENDING = 256  # requests being decided at once; more are dropped (a flood, not a LAN)
 HANDLED = (DISCOVER, REQUEST, DECLINE, RELEASE, INFORM)
-
-
-class FullDhcpError(UserError):
-    """Full DHCP cannot start (lease file unreadable, probe socket refused); one line."""
 
 
 def _wanted(seen: Glance) -> bool:
@@ -122,15 +119,8 @@ class FullDhcpServer:
 
     async def start(self) -> None:
         pool = self.check_config()
-        try:
-            await self.leases.load()
-        except (LeaseFileError, OSError) as exc:
-            raise FullDhcpError(
-                str(exc)
-                if isinstance(exc, LeaseFileError)
-                else f"lease file {self.leases.path}: {exc.strerror or exc}"
-            ) from None
-        self._open_prober()
+        await load_leases(self.leases)
+        self.prober = open_prober(self.config.dhcp.probe, self.interface)
         try:
             self._endpoint = await open_dhcp_endpoint(
                 self.port, self.interface, self.stats, log, _wanted, self._dispatch
@@ -158,22 +148,6 @@ class FullDhcpServer:
             len(self.leases.leases()),
             self.leases.path,
         )
-
-    def _open_prober(self) -> None:
-        if not self.config.dhcp.probe:
-            return
-        if not self.interface:
-            log.warning("no interface given: addresses are offered without an ARP probe")
-            return
-        prober = ArpProber(self.interface)
-        try:
-            prober.open()
-        except OSError as exc:
-            raise FullDhcpError(
-                f"cannot open the ARP probe socket on {self.interface}: {exc.strerror}"
-                " (run as root, or set dhcp.probe = false)"
-            ) from None
-        self.prober = prober
 
     async def close(self) -> None:
         """Stop listening, let decisions in flight finish (their lease writes), then stop."""

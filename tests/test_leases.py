@@ -174,3 +174,14 @@ def test_reclaim_takes_the_oldest_offer_of_another_client_past_its_minimum_hold(
     assert store.reclaim_offer("me", 50.0, 110.0) == "10.0.0.2"
     assert store.reclaim_offer("me", 50.0, 110.0) is None  # never its own offer
     assert store.offer_of("me", 50.0) is not None
+
+
+def test_reclaim_takes_only_an_offer_of_the_pool_that_ran_dry(tmp_path: Path) -> None:
+    """A relayed subnet's pool is dry: an offer held in another subnet frees nothing there."""
+    store = LeaseStore(tmp_path / "leases.json")
+    store.hold_offer("a", "10.0.0.1", 100.0)
+    store.hold_offer("b", "10.1.2.100", 105.0)
+    relayed = lambda address: address.startswith("10.1.2.")  # noqa: E731
+    assert store.reclaim_offer("me", 50.0, 110.0, relayed) == "10.1.2.100"
+    assert store.reclaim_offer("me", 50.0, 110.0, relayed) is None
+    assert store.offer_of("a", 50.0) is not None  # the local offer is untouched

@@ -82,15 +82,20 @@ def api_server(
         lan.serve.start()
 
 
+def answered(lan: Lan, serve: ServeProcess, mac: str):
+    """The BOOTP reply to the first DISCOVER of `mac` (the API is asked within the deadline)."""
+    answer = exchange(lan, discover(0, mac=mac), timeout=5)
+    assert answer is not None, serve.log()
+    return answer[0]
+
+
 @pytest.mark.netns
 def test_api_claimed_machine_is_answered_and_boots_the_apis_kernel(
     lan: Lan, api_server: tuple[BootApi, ServeProcess]
 ) -> None:
     api, serve = api_server
     # the first DISCOVER of an unknown MAC waits for the API and is answered
-    answer = exchange(lan, discover(0, mac=OURS), timeout=5)
-    assert answer is not None, serve.log()
-    bootp, _options, _ = answer
+    bootp = answered(lan, serve, OURS)
     assert bootp.file.rstrip(b"\0") == b"ipxe/undionly.kpxe"
     assert api.requests()[0] == {"path": f"/v1/boot/{OURS}", "query": {"arch": "0"}}
     # the next packets are answered from the cache: no second call
@@ -112,13 +117,11 @@ def test_full_dhcp_leases_to_all_but_boots_only_the_apis_machines(
     lan: Lan, api_server: tuple[BootApi, ServeProcess]
 ) -> None:
     api, serve = api_server
-    ours = exchange(lan, discover(0, mac=OURS), timeout=5)
-    assert ours is not None, serve.log()
-    assert ours[0].yiaddr.startswith("10.231.0.1")
-    assert ours[0].file.rstrip(b"\0") == b"ipxe/undionly.kpxe"
-    refused = exchange(lan, discover(0, mac=REFUSED), timeout=5)
-    assert refused is not None, serve.log()  # an address, as full DHCP gives everyone
-    assert refused[0].file.rstrip(b"\0") == b""  # but no boot file: not the API's machine
+    ours = answered(lan, serve, OURS)
+    assert ours.yiaddr.startswith("10.231.0.1")
+    assert ours.file.rstrip(b"\0") == b"ipxe/undionly.kpxe"
+    refused = answered(lan, serve, REFUSED)  # an address, as full DHCP gives everyone
+    assert refused.file.rstrip(b"\0") == b""  # but no boot file: not the API's machine
     assert sorted(r["path"] for r in api.requests()) == [f"/v1/boot/{m}" for m in (OURS, REFUSED)]
 
 

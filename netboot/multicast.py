@@ -4,8 +4,10 @@ A client whose kernel command line says `netboot.transfer=multicast` asks
 `GET /multicast/IMAGE/VERSION` before fetching its squashfs. The first asker starts a
 udp-sender; everyone asking within `boot.multicast_window` seconds gets the same port base
 and joins the same session (the sender starts sending `window` seconds after its first
-receiver connected). A client asking later, while that session runs, is told to use HTTP:
-one sender per image version at a time, each byte over the server's link once per room.
+receiver connected). A client asking later, while that session runs, opens the next
+session on a free port base, which later askers join in turn: a room whose asks spread
+over more than one window costs one image per window, not one per late client. Only when
+all `boot.multicast_sessions` slots are busy is a client told to use HTTP.
 Senders are asyncio subprocesses (never blocking the loop), reaped when they exit and
 killed when the server stops. See docs/storms.md for the measurements and network needs.
 """
@@ -53,7 +55,7 @@ class MulticastSessions:
         self.config = config
         self.interface = interface
         self.sender = sender
-        self.sessions: dict[tuple[str, str], Session] = {}
+        self.sessions: dict[int, Session] = {}  # by port base: one slot each
         self.stats: dict[str, int] = {
             "offered": 0,
             "started": 0,
@@ -90,13 +92,11 @@ class MulticastSessions:
         """{portbase, ttl, timeout} of the session to join, or {reason} to use HTTP."""
         if not SAFE_NAME.match(image) or not SAFE_NAME.match(version):
             return self._decline("bad image or version name")
-        key = (image, version)
         now = time.monotonic()
-        session = self.sessions.get(key)
-        if session is not None:
-            if now - session.opened < self.window - JOIN_MARGIN:
+        for session in self.sessions.values():
+            joinable = now - session.opened < self.window - JOIN_MARGIN
+            if joinable and (session.image, session.version) == (image, version):
                 return self._answer(session)
-            return self._decline("a session for this image is already sending")
         squashfs = layout.version_dir(self.config.root, image, version) / layout.SQUASHFS
         if not await asyncio.to_thread(squashfs.is_file):
             return self._decline("no such image version")
@@ -116,9 +116,9 @@ class MulticastSessions:
         except OSError as exc:
             self.stats["sender_failed"] += 1
             return self._decline(f"cannot start {self.sender}: {exc.strerror or exc}")
-        self.sessions[key] = session
+        self.sessions[portbase] = session
         self.stats["started"] += 1
-        session.reaper = asyncio.create_task(self._reap(key, session))
+        session.reaper = asyncio.create_task(self._reap(session))
         log.info("multicast: %s %s on ports %d-%d", image, version, portbase, portbase + 1)
         return self._answer(session)
 
@@ -150,8 +150,9 @@ class MulticastSessions:
             cmd += ["--max-bitrate", boot.multicast_max_bitrate]
         return cmd
 
-    async def _reap(self, key: tuple[str, str], session: Session) -> None:
+    async def _reap(self, session: Session) -> None:
         assert session.process is not None
+        key = (session.image, session.version)
         try:
             _, err = await session.process.communicate()
             rc = session.process.returncode
@@ -162,8 +163,8 @@ class MulticastSessions:
             else:
                 log.info("multicast: %s %s session done", *key)
         finally:
-            if self.sessions.get(key) is session:
-                del self.sessions[key]
+            if self.sessions.get(session.portbase) is session:
+                del self.sessions[session.portbase]
 
     async def close(self) -> None:
         """Stop every sender (SIGTERM, then SIGKILL after 2 s) and wait for them."""

@@ -1,9 +1,11 @@
 """`boot.transfer = "multicast"`: a real `netboot serve` starts udp-sender on demand and
 clients in their own namespaces run lib.sh's own `nb_get_http` with busybox and the
-add-on's bundled udp-receiver (through its bundled loader). Late clients use HTTP."""
+add-on's bundled udp-receiver (through its bundled loader). A late client opens the next
+session; only when every session slot is busy does a client use HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -12,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from netboot import layout
+from netboot import config, layout
 from netboot.image.standalone import CLIENT_DIR
+from netboot.multicast import MulticastSessions
 from testbed.bridge_lan import SERVER_IP, BridgeLan
 from testbed.cli import run_netboot
 from testbed.serve import ServeProcess
-
-pytestmark = pytest.mark.netns
 
 IMAGE, VERSION = "room", "20261202-170000"
 PORT = 8080
@@ -59,7 +60,8 @@ nb_get_http
 """
 
 
-def test_room_shares_one_session_and_a_late_client_uses_http(
+@pytest.mark.netns
+def test_room_shares_one_session_and_a_late_client_joins_the_next(
     tmp_path: Path, bridge_lan: BridgeLan
 ) -> None:
     root = tmp_path / "root"
@@ -95,21 +97,23 @@ def test_room_shares_one_session_and_a_late_client_uses_http(
         assert stats["multicast"]["started"] == 1, stats
         assert stats["multicast"]["offered"] == 3, stats
 
-        # a client asking while a session sends is told to use HTTP (start a session, wait
-        # past the join window, then ask): one line says why, HTTP delivers the image
+        # a client asking after a session's join window opens the next session (start one,
+        # wait past its window, then ask) instead of falling back to HTTP
         late = bridge_lan.client("late")
         late.ns.ip("addr", "add", "10.99.0.30/24", "dev", "eth0")
         first = late.ns.run("busybox", "wget", "-q", "-O", "-",
                             f"http://{SERVER_IP}:{PORT}/multicast/{IMAGE}/{VERSION}")  # fmt: skip
-        assert "NB_MC_PORTBASE=" in first.stdout, first.stdout
+        assert "NB_MC_PORTBASE='9000'" in first.stdout, first.stdout
         late.ns.run("sleep", str(WINDOW))
         run = tmp_path / "run-late"
         proc = late.ns.popen("busybox", "sh", "-c", client_script(home, run, payload), **_pipes())
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
-        assert "multicast failed, using HTTP: server declined: a session for this image" in out
-        assert "netboot: image fetched and verified" in out, out
+        assert "joining the multicast session on ports 9002-9003" in out, out
+        assert "netboot: image received by multicast and verified" in out, out
         assert (run / "ram/root.squashfs").read_bytes() == payload
+        stats = serve.api("/api/stats")
+        assert stats["multicast"]["started"] == 3, stats
     finally:
         assert serve.stop() == 0, serve.tail()
     assert "Traceback" not in serve.log()
@@ -117,3 +121,42 @@ def test_room_shares_one_session_and_a_late_client_uses_http(
 
 def _pipes() -> dict:
     return {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+
+
+def test_every_slot_busy_sends_the_client_to_http(tmp_path: Path) -> None:
+    """Sessions whose join window has passed hold their slots until their sender exits;
+    with every slot held, the next asker is declined (lib.sh then uses HTTP), and a slot
+    freed by an exiting sender is used again. The sender here is a real process that
+    just waits, standing in for a udp-sender nobody joins."""
+    root = tmp_path / "root"
+    publish(root)
+    sender = tmp_path / "fake-udp-sender"
+    sender.write_text("#!/bin/sh\nexec sleep 30\n")
+    sender.chmod(0o755)
+    settings = config.parse(
+        {"server": {"root": str(root)},
+         "boot": {"multicast_window": 2, "multicast_sessions": 2}}, "test")  # fmt: skip
+
+    async def scenario() -> list[dict]:
+        sessions = MulticastSessions(settings, "lo", sender=str(sender))
+        answers = [await sessions.offer(IMAGE, VERSION)]
+        answers.append(await sessions.offer(IMAGE, VERSION))  # joins the first
+        await asyncio.sleep(2)  # past the first session's window
+        answers.append(await sessions.offer(IMAGE, VERSION))  # the next session
+        await asyncio.sleep(2)
+        answers.append(await sessions.offer(IMAGE, VERSION))  # both slots busy
+        for session in list(sessions.sessions.values()):
+            assert session.process is not None
+            session.process.kill()
+        await asyncio.sleep(0.5)  # reapers free the slots
+        answers.append(await sessions.offer(IMAGE, VERSION))
+        answers.append(sessions.stats)
+        await sessions.close()
+        return answers
+
+    first, joined, second, busy, again, stats = asyncio.run(scenario())
+    assert first["portbase"] == joined["portbase"] == 9000
+    assert second["portbase"] == 9002
+    assert busy == {"reason": "all multicast sessions are busy"}
+    assert again["portbase"] == 9000
+    assert stats["started"] == 3 and stats["declined"] == 1, stats

@@ -85,8 +85,13 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
             self.transport.sendto(payload, destination)
 
     def close(self) -> None:
+        """Close the socket and let go of the handler: a handler bound to its owner (a TFTP
+        transfer) would otherwise keep owner, buffers and socket in a reference cycle that
+        only the cyclic collector frees, long after the transfer ended."""
         if self.transport is not None:
             self.transport.close()
+        self.handler = _drop
+        self.on_error = None
 
     @property
     def port(self) -> int:

@@ -179,6 +179,8 @@ class Transfer:
         self.done = True
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
+        self._data = b""  # the read-ahead goes now, whoever still holds this object
         self.endpoint.close()
         if not self._reading:
             os.close(self._fd)

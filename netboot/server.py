@@ -189,6 +189,7 @@ class NetbootServer:
             transfers=on_loop(loop, self.transfers),
             server_info=self.info,
             file_kind=file_kind,
+            entries=lambda: self.policy.entries(),  # the policy is replaced whole on reload
         )
         app = NetbootApp(
             self.config,

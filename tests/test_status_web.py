@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_proxy_dhcp import discover, exchange
 
-from testbed.lan import CLIENT_IF, CLIENT_IP, SERVER_IP, Lan
+from testbed.lan import CLIENT_IF, CLIENT_IP, SERVER_IP, Lan, open_lan
 
 pytestmark = pytest.mark.netns
 
@@ -28,6 +28,27 @@ window.__errors = [];
 window.addEventListener("error", (e) => window.__errors.push(String(e.message)));
 window.addEventListener("unhandledrejection", (e) => window.__errors.push(String(e.reason)));
 """
+
+
+ENTRIES = """
+[entries.installer]
+title = "Debian 12 installer <b>beta</b>"
+kernel = "di/linux"
+initrd = ["di/initrd.gz"]
+
+[entries.netbootxyz]
+title = "netboot.xyz"
+chain = "http://boot.example/menu.ipxe"
+"""
+
+
+@pytest.fixture(scope="module")
+def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
+    """The shared LAN, with two `[entries]` beside the published image."""
+    config = tmp_path_factory.mktemp("status-config") / "netboot.toml"
+    config.write_text(ENTRIES)
+    with open_lan(tmp_path_factory.mktemp("lan"), extra=("--config", str(config))) as opened:
+        yield opened
 
 
 def client_mac(lan: Lan) -> str:
@@ -217,6 +238,10 @@ def test_status_page_shows_a_booting_client_live(lan: Lan, browser, tmp_path: Pa
     assert any(line.startswith("tftp-failed") for line in failed), failed
     assert any("tftp-failed ipxe/undionly.kpxe" in line for line in failed), failed
     assert texts("#images td")[:3] == [IMAGE, VERSION, "1"]
+    assert texts("#entries tr") == [
+        "installer\tDebian 12 installer <b>beta</b>\tlinux\tconfig\tdi/linux",
+        "netbootxyz\tnetboot.xyz\tchain\tconfig\thttp://boot.example/menu.ipxe",
+    ]
     shot = tmp_path / "status.png"
     driver.save_screenshot(str(shot))
     if os.environ.get("NETBOOT_KEEP_SCREENSHOT"):

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from netboot import layout
+from netboot.boot.menu import BootEntry
 from netboot.metrics import CONTENT_TYPE, ServerMetrics
 from netboot.records import ClientRecords
 
@@ -59,7 +60,10 @@ class StatusWeb:
         transfers: Callable[[], Awaitable[list[dict[str, Any]]]],
         server_info: Callable[[], dict[str, Any]],
         file_kind: Callable[[Path], str],
+        entries: Callable[[], list[BootEntry]] = list,
     ) -> None:
+        """`entries()` lists every boot entry (file I/O: called off the loop); the page shows
+        those that are not published images (which have their own table)."""
         self.records = records
         self.metrics = metrics
         self.root = root
@@ -68,6 +72,7 @@ class StatusWeb:
         self.downloads: dict[int, tuple[web.Request, TrackedFileResponse, float]] = {}
         self.server_info = server_info
         self.file_kind = file_kind
+        self.entries = entries
         self._closing = asyncio.Event()  # created unbound; used on the HTTP loop only
 
     def add_routes(self, app: web.Application) -> None:
@@ -170,12 +175,14 @@ class StatusWeb:
         stats = await self.stats()
         clients = sorted(self.records.snapshot(), key=lambda c: c["last_seen"], reverse=True)
         images = await asyncio.to_thread(published_images, self.root, clients)
+        entries = await asyncio.to_thread(self.entries)
         transfers = [*await self.transfers(), *self.http_transfers()]
         return {
             "now": time.time(),
             "server": self.server_info(),
             "stats": stats,
             "images": images,
+            "entries": [entry_row(entry) for entry in entries if entry.source != "image"],
             "clients": clients[:MAX_PAGE_CLIENTS],
             "clients_total": len(clients),
             "transfers": transfers,
@@ -207,6 +214,17 @@ def published_images(root: Path, clients: list[dict[str, Any]]) -> list[dict[str
             }
         )
     return found
+
+
+def entry_row(entry: BootEntry) -> dict[str, Any]:
+    """A boot entry as the page lists it: what it is and what it loads first."""
+    return {
+        "name": entry.name,
+        "title": entry.label,
+        "kind": entry.kind,
+        "source": entry.source,
+        "boots": entry.kernel,
+    }
 
 
 class TrackedFileResponse(web.FileResponse):

@@ -80,6 +80,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "multicast_max_bitrate": Key(str, "", help="udp-sender --max-bitrate (e.g. 90m)"),
         "loader": Key(str, "ipxe", _one_of("ipxe", "grub"), "UEFI boot loader: ipxe or grub"),
         "api": Key(str, "", _http_url_or_empty, "pixiecore-style boot API deciding each boot"),
+        "api_proxy": Key(bool, True, help="clients fetch the API's files through netboot"),
     },
     "ipxe": {
         "bios": Key(str, "undionly.kpxe", help="BIOS (arch 0) boot file"),

@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from netboot import layout
+from netboot.api_files import ApiFileProxy
 from netboot.boot import BootPolicy, ipxe
+from netboot.boot.api import FILE_PATH
 from netboot.boot.facts import facts_from_query
 from netboot.config import Config
 from netboot.http_guard import CappedListener, protocol_logger, quiet_resource_errors
@@ -105,6 +107,7 @@ class NetbootApp:
         self.stats = stats or _no_stats
         self.status_web = status_web
         self.multicast = multicast
+        self.api_files = ApiFileProxy(lambda name: self._policy().api_file(name), records)
 
     def build(self) -> web.Application:
         app = web.Application()
@@ -116,6 +119,7 @@ class NetbootApp:
         app.router.add_get("/api/clients/{mac}", self.api_client)
         app.router.add_get("/api/stats", self.api_stats)
         app.router.add_get("/multicast/{image}/{version}", self.multicast_session)
+        app.router.add_get(FILE_PATH, self.api_files.handle)
         app.router.add_route("GET", "/{path:.*}", self.static)
         app.router.add_route("HEAD", "/{path:.*}", self.static)
         return app

@@ -2,8 +2,9 @@
 
 `python -m testbed.bootapi --port P --allow MAC --files DIR --log FILE`: answers
 `GET /v1/boot/<allowed MAC>` with pixiecore's JSON (kernel and initrd relative to the API,
-served from DIR under /files/), 404 for any other MAC; every request's path and query is
-appended to FILE as one JSON line, so a test sees what netboot asked (e.g. `arch`).
+served from DIR under /files/; or the JSON of `--reply`), 404 for any other MAC; every
+request's path and query is appended to FILE as one JSON line, so a test sees what netboot
+asked (e.g. `arch`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from testbed.cleanup import stop_process
 from testbed.netns import Namespace
 
 
-def app(allow: set[str], files: Path, log: Path, cmdline: str) -> web.Application:
+def app(
+    allow: set[str], files: Path, log: Path, cmdline: str, reply: dict | None = None
+) -> web.Application:
     async def boot(request: web.Request) -> web.Response:
         with log.open("a") as out:
             out.write(json.dumps({"path": request.path, "query": dict(request.query)}) + "\n")
         if request.match_info["mac"] not in allow:
             raise web.HTTPNotFound(text="not ours\n")
         return web.json_response(
-            {
+            reply
+            or {
                 "kernel": "/files/linux",
                 "initrd": ["/files/initrd.gz"],
                 "cmdline": cmdline,
@@ -52,13 +56,14 @@ class BootApi:
 
     def __init__(
         self, ns: Namespace, address: str, port: int, allow: list[str], files: Path, log: Path,
-        cmdline: str = "",
+        cmdline: str = "", reply: dict | None = None,
     ) -> None:  # fmt: skip
         self.ns = ns
         self.url = f"http://{address}:{port}"
         self.log = log
         args = ["--port", str(port), "--files", str(files), "--log", str(log)]
         args += [a for mac in allow for a in ("--allow", mac)] + ["--cmdline", cmdline]
+        args += ["--reply", json.dumps(reply)] if reply else []
         self.argv = [sys.executable, "-m", "testbed.bootapi", *args]
         self.proc: subprocess.Popen | None = None
 
@@ -88,8 +93,9 @@ def main() -> None:
     parser.add_argument("--files", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--cmdline", default="")
+    parser.add_argument("--reply", type=json.loads, default=None)
     args = parser.parse_args()
-    application = app(set(args.allow), args.files, args.log, args.cmdline)
+    application = app(set(args.allow), args.files, args.log, args.cmdline, args.reply)
     web.run_app(application, host="0.0.0.0", port=args.port, print=None)
 
 

@@ -67,6 +67,7 @@ def test_bios_client_boots_the_installer_from_the_boot_api(
     assert asked and asked[0]["path"] == f"/v1/boot/{INSTALLER_MAC}", asked
     record = server.client(INSTALLER_MAC)
     assert any(e["kind"] == "boot-api" and e["ours"] for e in record["events"]), record
-    # kernel and initrd came straight from the API's URLs, not through netboot
-    assert not [e for e in record["events"] if e["kind"] == "file"], record
+    # kernel and initrd came through netboot's file proxy (sealed names), from the API's URLs
+    proxied = [e["file"] for e in record["events"] if e["kind"] == "api-file"]
+    assert proxied[:2] == [f"{api.url}/files/linux", f"{api.url}/files/initrd.gz"], record
     print(f"API mode: power-on to first dialog {client.elapsed():.0f} s")

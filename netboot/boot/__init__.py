@@ -11,6 +11,8 @@ way, so a reader follows it: packet → transport → facts → policy → decis
     entries.py  the boot entries: images of the served root, config entries, an LTSP tree
     ltsp_ipxe.py  a client's settings in an LTSP site's ltsp.ipxe (compat mode)
     api.py      API mode: a pixiecore-style HTTP API decides per MAC (cached)
+    api_cmdline.py  the API's cmdline as pixiecore reads it (template `URL`, object form)
+    sealed.py   sealed names of the API's URLs, which netboot proxies (and no others)
     menu.py     BootEntry and BootMenu, the decision a renderer consumes
     policy.py   BootPolicy: server address, HTTP port and config in; every answer out
     ipxe.py     the iPXE renderer (templates in `ipxe/`)

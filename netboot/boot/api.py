@@ -7,8 +7,9 @@ client's next packets (DHCP retries, 4011, the iPXE script request) are answered
 
 Firmware retries DISCOVER at 4, 8 and 16 s: a transport that finds no result yet starts the
 call (`ask`) and answers the packet if the result arrives within ANSWER_DEADLINE; a slower
-result still fills the cache for the client's next try. The client fetches kernel and
-initrds straight from their URLs: netboot never proxies them, so it is no open proxy.
+result still fills the cache for the client's next try. The API's URLs (kernel, initrds,
+`{{ URL "..." }}` of the cmdline) reach the client through `link` at render time: sealed
+names netboot proxies (`netboot/boot/sealed.py`, pixiecore's way) or the URLs as given.
 
 The cache is read from the DHCP loop and the HTTP thread alike: a lock guards it, and each
 call opens its own client session so no session is tied to one loop.
@@ -19,13 +20,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
 
 import aiohttp
 
+from netboot.boot import api_cmdline, sealed
 from netboot.boot.menu import BootEntry
 
 log = logging.getLogger("netboot.boot.api")
@@ -37,21 +41,34 @@ KEEP_REFUSAL = 30.0  # seconds a refusal (non-200, bad JSON) is reused
 KEEP_DOWN = 5.0  # seconds "the API is down" is reused
 LOG_EVERY = 60.0  # at most one "API down" line per this many seconds
 MAX_REPLY = 64 * 1024  # bytes of JSON read from the API
+FILE_PATH = "/_/file"  # where clients fetch the API's files through netboot (as pixiecore)
+
+
+def proxied_link(base: str) -> Callable[[str], str]:
+    """How a client reaches an API URL through netboot (`base` is http://SERVER[:PORT]):
+    `/_/file?name=<the URL sealed>`, which only this process can open."""
+    return lambda url: f"{base}{FILE_PATH}?name={sealed.seal(url)}"
 
 
 @dataclass(frozen=True)
 class ApiBoot:
-    """The API's decision for one machine: absolute kernel and initrd URLs, command line."""
+    """The API's decision for one machine: absolute kernel and initrd URLs, the command
+    line as text and URLs alternating (`api_cmdline.parse`), the message."""
 
     kernel: str
     initrds: tuple[str, ...]
-    cmdline: str
+    cmdline: tuple[str, ...]
     message: str
 
-    def entry(self) -> BootEntry:
-        names = tuple((f"initrd{i}", url) for i, url in enumerate(self.initrds))
+    def command_line(self, link: Callable[[str], str] = str) -> str:
+        return "".join(link(p) if i % 2 else p for i, p in enumerate(self.cmdline)).strip()
+
+    def entry(self, link: Callable[[str], str] = str) -> BootEntry:
+        """The menu entry, each URL as `link` makes it (a proxied name or the URL itself)."""
+        names = tuple((f"initrd{i}", link(url)) for i, url in enumerate(self.initrds))
         label = self.message or "the boot API's choice"
-        return BootEntry("api", label, self.kernel, names, self.cmdline, source="api")
+        return BootEntry("api", label, link(self.kernel), names, self.command_line(link),
+                         source="api")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,25 +82,30 @@ ApiResult = ApiBoot | ApiRefusal
 
 
 def parse_reply(body: object, api_url: str) -> ApiResult:
-    """pixiecore's JSON: `kernel` (string), `initrd` (list), `cmdline` (string; pixiecore also
-    accepted an object, not supported here), `message`. URLs resolve against the API URL."""
+    """pixiecore's JSON: `kernel` (string), `initrd` (list), `cmdline` (a template string or
+    pixiecore's object form, `netboot/boot/api_cmdline.py`), `message`; null is as absent.
+    URLs resolve against the API URL."""
     if not isinstance(body, dict) or not isinstance(body.get("kernel"), str):
         return ApiRefusal("API reply has no kernel")
-    initrd = body.get("initrd", [])
-    cmdline = body.get("cmdline", "")
-    message = body.get("message", "")
+    initrd = body.get("initrd") or []
+    message = body.get("message") or ""
     if not isinstance(initrd, list) or not all(isinstance(i, str) for i in initrd):
         return ApiRefusal("API reply: initrd is not a list of strings")
-    if not isinstance(cmdline, str) or not isinstance(message, str):
-        return ApiRefusal("API reply: cmdline and message must be strings")
+    if not isinstance(message, str):
+        return ApiRefusal("API reply: message must be a string")
+    try:
+        cmdline = api_cmdline.parse(body.get("cmdline"), api_url)
+    except api_cmdline.CmdlineError as exc:
+        return ApiRefusal(f"API reply: {exc}")
     urls = [urljoin(api_url, u) for u in [body["kernel"], *initrd]]
-    if not all(u.startswith(("http://", "https://")) for u in urls):
+    given = [*urls, *cmdline[1::2]]
+    if not all(u.startswith(("http://", "https://")) for u in given):
         return ApiRefusal("API reply names a URL that is not http(s)")
-    if any(c.isspace() or not c.isprintable() for u in urls for c in u):
+    if any(c.isspace() or not c.isprintable() for u in given for c in u):
         return ApiRefusal("API reply names a URL with spaces or control characters")
     # one line each: a newline would end the iPXE command it is put in
-    flat = [" ".join(s.split()) for s in (cmdline, message)]
-    return ApiBoot(urls[0], tuple(urls[1:]), flat[0], flat[1])
+    flat = tuple(re.sub(r"\s+", " ", p) if i % 2 == 0 else p for i, p in enumerate(cmdline))
+    return ApiBoot(urls[0], tuple(urls[1:]), flat, " ".join(message.split()))
 
 
 class ApiBooter:

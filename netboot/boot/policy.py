@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from netboot.boot import entries, grub, ltsp_ipxe, pxe
-from netboot.boot.api import ANSWER_DEADLINE, ApiBoot, ApiBooter, ApiRefusal
+from netboot.boot import entries, grub, ltsp_ipxe, pxe, sealed
+from netboot.boot.api import ANSWER_DEADLINE, ApiBoot, ApiBooter, ApiRefusal, proxied_link
 from netboot.boot.arch import ARCH_EFI_X64_HTTP
 from netboot.boot.facts import ClientFacts
 from netboot.boot.menu import BootEntry, BootMenu
@@ -95,6 +95,13 @@ class BootPolicy:
             loader=loader,
         )
 
+    def api_file(self, name: str) -> str | None:
+        """The URL behind a proxied file name (`/_/file?name=`), or None: not one this
+        process handed out, or API mode or its proxy is off."""
+        if self.api is None or not self.config.boot.api_proxy:
+            return None
+        return sealed.unseal(name)
+
     # --- TFTP -------------------------------------------------------------------------------
 
     def tftp_file(self, path: str) -> bytes | None:
@@ -170,7 +177,8 @@ class BootPolicy:
         API refused the machine: the script then boots the local disk)."""
         assert self.api is not None
         decided = self.api.cached(facts.mac)
-        entry = decided.entry() if isinstance(decided, ApiBoot) else None
+        link = proxied_link(self.http_base) if self.config.boot.api_proxy else str
+        entry = decided.entry(link) if isinstance(decided, ApiBoot) else None
         return BootMenu(facts, (entry,) if entry else (), entry, 0, "", self.http_base,
                         self.server_ip)  # fmt: skip
 

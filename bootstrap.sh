@@ -10,7 +10,8 @@ DEBS=(ipxe squashfs-tools busybox-static qemu-system-x86 ovmf dnsmasq-base iprou
       tftp-hpa atftp curl udhcpc isc-dhcp-client fdisk e2fsprogs cpio zstd kmod util-linux
       debootstrap arping python3-venv nfs-ganesha nfs-ganesha-vfs udpcast nftables
       chromium chromium-driver debian-installer-12-netboot-amd64 isc-dhcp-relay
-      shim-signed grub-efi-amd64-signed grub-common sbsigntool qemu-system-arm qemu-efi-aarch64)
+      shim-signed grub-efi-amd64-signed grub-common sbsigntool qemu-system-arm qemu-efi-aarch64
+      syslinux-common isolinux xorriso)
 VENV=${NETBOOT_VENV:-$PWD/.venv}
 
 need_debs() {

@@ -81,6 +81,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "loader": Key(str, "ipxe", _one_of("ipxe", "grub"), "UEFI boot loader: ipxe or grub"),
         "api": Key(str, "", _http_url_or_empty, "pixiecore-style boot API deciding each boot"),
         "api_proxy": Key(bool, True, help="clients fetch the API's files through netboot"),
+        "memdisk": Key(str, "/usr/lib/syslinux/memdisk", help="syslinux's memdisk binary"),
     },
     "ipxe": {
         "bios": Key(str, "undionly.kpxe", help="BIOS (arch 0) boot file"),
@@ -150,6 +151,9 @@ ENTRY_KEYS: dict[str, Key] = {
     "cmdline": Key(str, "", help="the kernel command line"),
     "chain": Key(str, "", help="another iPXE script or EFI binary: path or URL"),
     "iso": Key(str, "", help="an ISO image booted with iPXE's sanboot: path or URL"),
+    "iso_method": Key(
+        str, "sanboot", _one_of("sanboot", "memdisk"), "sanboot, or memdisk (BIOS only)"
+    ),
 }
 ENTRY_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -276,6 +280,8 @@ def _check_entries(table: Any, source: str) -> dict[str, dict[str, Any]]:
             raise ConfigError(key, source, "needs exactly one of kernel, chain, iso")
         if boots != ["kernel"] and (values["initrd"] or values["cmdline"]):
             raise ConfigError(key, source, "initrd and cmdline go with kernel only")
+        if boots != ["iso"] and values["iso_method"] != "sanboot":
+            raise ConfigError(f"{key}.iso_method", source, "goes with iso only")
         for item in ("kernel", "chain", "iso"):
             if values[item]:
                 _entry_location(f"{key}.{item}", values[item], source)

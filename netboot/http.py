@@ -28,6 +28,7 @@ from netboot.api_files import ApiFileProxy
 from netboot.boot import BootPolicy, ipxe
 from netboot.boot.api import FILE_PATH
 from netboot.boot.facts import facts_from_query
+from netboot.boot.menu import MEMDISK_PATH
 from netboot.config import Config
 from netboot.http_guard import CappedListener, protocol_logger, quiet_resource_errors
 from netboot.multicast import SAFE_NAME, shell_answer
@@ -120,6 +121,7 @@ class NetbootApp:
         app.router.add_get("/api/stats", self.api_stats)
         app.router.add_get("/multicast/{image}/{version}", self.multicast_session)
         app.router.add_get(FILE_PATH, self.api_files.handle)
+        app.router.add_get(MEMDISK_PATH, self.memdisk)
         app.router.add_route("GET", "/{path:.*}", self.static)
         app.router.add_route("HEAD", "/{path:.*}", self.static)
         return app
@@ -227,6 +229,14 @@ class NetbootApp:
         if url_path.startswith(layout.IPXE_DIR + "/") and self.config.tftp_root != self.config.root:
             return confine(self.config.tftp_root, url_path)
         return confine(self.config.root, url_path)
+
+    async def memdisk(self, request: web.Request) -> web.StreamResponse:
+        """syslinux's memdisk, which boots `iso_method = "memdisk"` entries (BIOS)."""
+        path = Path(self.config.boot.memdisk)
+        if not await asyncio.to_thread(is_served_file, path):
+            raise web.HTTPNotFound(text="memdisk is not installed (Debian: syslinux-common)\n")
+        self.records.event(None, "kernel", ip=request.remote, file="memdisk")
+        return web.FileResponse(path, chunk_size=FILE_CHUNK)
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         # match_info is already percent-decoded; confine() refuses '..', NUL and escapes

@@ -13,7 +13,7 @@ from typing import Any
 
 from netboot import layout
 from netboot.boot.cmdline import Value, netboot_cmdline
-from netboot.boot.menu import KIND_CHAIN, KIND_LINUX, KIND_SANBOOT, BootEntry
+from netboot.boot.menu import KIND_CHAIN, KIND_LINUX, KIND_MEMDISK, KIND_SANBOOT, BootEntry
 
 # the kernel's own BOOTIF parameter, filled in by iPXE: which NIC booted
 BOOTIF = "BOOTIF=01-${mac:hexhyp}"
@@ -82,10 +82,22 @@ def config_entries(table: Mapping[str, Mapping[str, Any]]) -> list[BootEntry]:
             # one line: a newline would end the iPXE command it is put in
             kind, first, cmdline = KIND_LINUX, spec["kernel"], " ".join(spec["cmdline"].split())
         else:
-            kind = KIND_CHAIN if spec["chain"] else KIND_SANBOOT
+            iso_kind = KIND_MEMDISK if spec["iso_method"] == "memdisk" else KIND_SANBOOT
+            kind = KIND_CHAIN if spec["chain"] else iso_kind
             first, initrds, cmdline = spec["chain"] or spec["iso"], (), ""
         found.append(BootEntry(name, label, first, initrds, cmdline, kind=kind, source="config"))
     return found
+
+
+def for_firmware(
+    choices: list[BootEntry], efi: bool
+) -> tuple[list[BootEntry], tuple[tuple[BootEntry, str], ...]]:
+    """The entries this firmware can boot, and the others with why: memdisk is a BIOS
+    program (real-mode disk emulation), so UEFI clients are not offered its entries."""
+    if not efi:
+        return choices, ()
+    refused = tuple((e, "memdisk needs BIOS") for e in choices if e.kind == KIND_MEMDISK)
+    return [e for e in choices if e.kind != KIND_MEMDISK], refused
 
 
 def ltsp_entries(server: Any, boot: Any, nfs_server: str) -> list[BootEntry]:

@@ -13,7 +13,15 @@ import re
 from functools import cache
 from pathlib import Path
 
-from netboot.boot.menu import KIND_CHAIN, KIND_LINUX, KIND_SANBOOT, BootEntry, BootMenu
+from netboot.boot.menu import (
+    KIND_CHAIN,
+    KIND_LINUX,
+    KIND_MEMDISK,
+    KIND_SANBOOT,
+    MEMDISK_PATH,
+    BootEntry,
+    BootMenu,
+)
 from netboot.resources import ipxe_dir
 
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
@@ -23,6 +31,7 @@ ENTRY_TEMPLATES = {
     KIND_LINUX: "entry.ipxe",
     KIND_CHAIN: "entry-chain.ipxe",
     KIND_SANBOOT: "entry-sanboot.ipxe",
+    KIND_MEMDISK: "entry-memdisk.ipxe",
 }
 
 
@@ -59,7 +68,7 @@ def entry_block(menu: BootMenu, entry: BootEntry) -> str:
     label = clean(entry.label)
     if entry.kind != KIND_LINUX:
         return render(ENTRY_TEMPLATES[entry.kind], target=entry.target, label=label,
-                      url=menu.url(entry.kernel))  # fmt: skip
+                      url=menu.url(entry.kernel), memdisk_url=menu.url(MEMDISK_PATH))  # fmt: skip
     names = " ".join(f"initrd={name}" for name, _ in entry.initrds)
     lines = "\n".join(
         f"initrd --name {name} {menu.url(path)} || goto failed" for name, path in entry.initrds
@@ -85,7 +94,9 @@ def menu_script(menu: BootMenu, template: str = DEFAULT_TEMPLATE) -> str:
             continue  # a kind iPXE cannot boot (none today: kept for the next one)
         items.append(f"item {entry.target} {clean(entry.label)}")
         blocks.append(entry_block(menu, entry))
-    if not menu.entries:
+    for entry, why in menu.unavailable:
+        items.append(f"item --gap -- {clean(entry.label)} (not offered: {clean(why)})")
+    if not menu.entries and not menu.unavailable:
         items.append("item --gap -- (no images published yet: run netboot image)")
     chosen = menu.default
     default_target = chosen.target if chosen else "local"

@@ -18,7 +18,9 @@ SAFE_TARGET = re.compile(r"[^A-Za-z0-9_.-]")
 KIND_LINUX = "linux"  # `kernel` + `initrds` + `cmdline`
 KIND_CHAIN = "chain"  # `kernel` is another iPXE script or EFI binary, chained
 KIND_SANBOOT = "sanboot"  # `kernel` is an ISO image, booted as a SAN disk (BIOS and UEFI)
-KINDS = (KIND_LINUX, KIND_CHAIN, KIND_SANBOOT)
+KIND_MEMDISK = "memdisk"  # `kernel` is an ISO image, loaded into RAM by memdisk (BIOS only)
+KINDS = (KIND_LINUX, KIND_CHAIN, KIND_SANBOOT, KIND_MEMDISK)
+MEMDISK_PATH = "/_/memdisk"  # where netboot serves syslinux's memdisk (`boot.memdisk`)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class BootMenu:
     kernel_params: str  # site-wide then per-client extras, after every entry's own
     base: str  # http://SERVER[:PORT]
     server: str  # the server address, for the script's header and menu title
+    # entries this client's firmware cannot boot, with why: shown, not offered
+    unavailable: tuple[tuple[BootEntry, str], ...] = ()
 
     def cmdline(self, entry: BootEntry) -> str:
         return f"{entry.cmdline} {self.kernel_params}".strip()

@@ -191,7 +191,7 @@ class BootPolicy:
         """Everything a renderer needs for this client's boot script (reads the root)."""
         if self.api is not None:
             return self._api_menu(facts)
-        choices = self.entries(facts.mac)
+        choices, unavailable = entries.for_firmware(self.entries(facts.mac), facts.efi)
         return BootMenu(
             client=facts,
             entries=tuple(choices),
@@ -200,4 +200,5 @@ class BootPolicy:
             kernel_params=self.kernel_params(facts.mac),
             base=self.http_base,
             server=self.server_ip,
+            unavailable=unavailable,
         )

@@ -106,3 +106,62 @@ def test_server_serves_the_ltsp_tftp_tree_under_ltsp(lan: Lan, tmp_path: Path) -
     finally:
         serve.stop()
         lan.serve.start()
+
+
+def test_site_wide_menu_timeout_of_ltsp_ipxe(tmp_path: Path) -> None:
+    """`ltsp ipxe` writes ltsp.conf's MENU_TIMEOUT (else 5000) under `:start`, outside any
+    `:MAC` section: it is the menu timeout of every client without one of its own."""
+    ltsp, tftp = make_ltsp_tree(tmp_path)
+    template = Path("/usr/share/ltsp/server/ipxe/ltsp.ipxe")
+    site = (
+        template.read_text()
+        if template.is_file()
+        else "goto ${mac} || goto start\n:start\nisset ${menu-timeout} || set menu-timeout 5000\n"
+    )
+    site = site.replace("|| set menu-timeout 5000", "|| set menu-timeout 7000")
+    site = site.replace(
+        ":61:6c:6b:69:73:67", ":52:54:00:00:00:41\nset menu-timeout 2000\ngoto start"
+    )
+    (tftp / "ltsp.ipxe").write_text(site)
+    config = config_for(tmp_path, ltsp, tftp)  # boot.menu_timeout = 0
+
+    def script(mac: str) -> str:
+        argv = ["ipxe", "--config", str(config), "--root", str(tmp_path / "srv"),
+                "--address", "192.0.2.1", "--mac", mac]  # fmt: skip
+        return subprocess.run([sys.executable, "-m", "netboot", *argv], capture_output=True,
+                              text=True, check=True).stdout  # fmt: skip
+
+    assert "|| set menu-timeout 7000\n" in script("52:54:00:00:00:40")  # the site's
+    assert "|| set menu-timeout 2000\n" in script("52:54:00:00:00:41")  # its own section's
+    (tftp / "ltsp.ipxe").unlink()
+    assert "goto img-ltsp-focal" in script("52:54:00:00:00:40")  # boot.menu_timeout 0
+
+
+def test_ltsp_chroot_is_offered_over_nfs(tmp_path: Path) -> None:
+    """LTSP's `:roots` method: a chroot ltsp_root/NAME (it has sbin/init) is the NFS root
+    itself, booted with the kernel `ltsp kernel NAME` copied; an image of the same name wins."""
+    ltsp, tftp = make_ltsp_tree(tmp_path)
+    for name in ("bookworm", "focal", "nokernel"):
+        (ltsp / name / "usr/sbin").mkdir(parents=True)
+        (ltsp / name / "sbin").symlink_to("usr/sbin")
+        (ltsp / name / "usr/sbin/init").symlink_to("../lib/systemd/systemd")  # dangling here
+    (ltsp / "notachroot").mkdir()
+    (tftp / "bookworm").mkdir()
+    (tftp / "bookworm" / "vmlinuz").write_bytes(b"kernel")
+    (tftp / "bookworm" / "initrd.img").write_bytes(b"initrd")
+    (tftp / "ltsp.ipxe").write_text(":52:54:00:00:00:42\nset img r_bookworm\ngoto start\n")
+    config = config_for(tmp_path, ltsp, tftp)
+    argv = ["ipxe", "--config", str(config), "--root", str(tmp_path / "srv"),
+            "--address", "192.0.2.1", "--mac", "52:54:00:00:00:42"]  # fmt: skip
+    script = subprocess.run([sys.executable, "-m", "netboot", *argv], capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    assert "item img-ltsp-bookworm bookworm (LTSP chroot)" in script
+    assert "item img-ltsp-focal focal (LTSP)" in script  # the image, not the chroot focal
+    assert "chroot)" not in script.replace("bookworm (LTSP chroot)", "")
+    assert "nokernel" not in script and "notachroot" not in script
+    assert "goto img-ltsp-bookworm" in script  # the client's `set img r_bookworm`
+    assert (
+        "kernel http://192.0.2.1/ltsp/bookworm/vmlinuz initrd=ltsp.img initrd=initrd.img "
+        f"root=/dev/nfs nfsroot=192.0.2.1:{ltsp}/bookworm BOOTIF=01-${{mac:hexhyp}}"
+    ) in script
+    assert "initrd --name initrd.img http://192.0.2.1/ltsp/bookworm/initrd.img" in script

@@ -7,6 +7,7 @@ image published by `netboot image` shows up without a restart.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -101,37 +102,55 @@ def for_firmware(
 
 
 def ltsp_entries(server: Any, boot: Any, nfs_server: str) -> list[BootEntry]:
-    """An existing LTSP tree, booted as the seed's chain does (NFS + ltsp.img), mounted from
+    """An existing LTSP tree, booted as LTSP's ltsp.ipxe does (NFS + ltsp.img), mounted from
     `nfs_server` (`boot.nfs_server` or us) and `boot.nfs_root` when set (a moved site), else
-    `ltsp_root`. `server` is the `[server]` config section (ltsp_root, ltsp_tftp_root)."""
+    `ltsp_root`. `server` is the `[server]` config section (ltsp_root, ltsp_tftp_root).
+    Its squashfs images (`images/NAME.img`, LTSP's `:images` method) come first; a chroot
+    `NAME/` with an init (LTSP's `:roots` method: the directory itself is the NFS root) is
+    offered when no image has its name, since both would be the entry `ltsp-NAME`."""
     ltsp_root = Path(server.ltsp_root)
     export = boot.nfs_root or str(ltsp_root)
     tftp = Path(server.ltsp_tftp_root)
-    entries = []
     try:
-        images = sorted((ltsp_root / "images").glob("*.img"))
+        images = sorted(p.name.removesuffix(".img") for p in (ltsp_root / "images").glob("*.img"))
+        chroots = sorted(p.name for p in ltsp_root.iterdir() if is_chroot(p))
     except OSError:
         return []
-    for image in images:
-        name = image.name.removesuffix(".img")
+    found = [
+        (
+            name,
+            f"{name} (LTSP)",
+            f"nfsroot={nfs_server}:{export} ltsp.image=images/{name}.img loop.max_part=9",
+        )
+        for name in images
+    ]
+    found += [
+        (name, f"{name} (LTSP chroot)", f"nfsroot={nfs_server}:{export.rstrip('/')}/{name}")
+        for name in chroots
+        if name not in images
+    ]
+    entries = []
+    for name, label, nfs in found:
         kernel_dir = tftp / name
         if not (kernel_dir / "vmlinuz").is_file() or not (kernel_dir / "initrd.img").is_file():
-            continue
-        cmdline = (
-            f"root=/dev/nfs nfsroot={nfs_server}:{export} "
-            f"ltsp.image=images/{name}.img loop.max_part=9 {BOOTIF}"
-        )
+            continue  # `ltsp kernel NAME` not run: nothing to boot it with
         entries.append(
             BootEntry(
                 name=f"ltsp-{name}",
-                label=f"{name} (LTSP)",
+                label=label,
                 kernel=f"/ltsp/{name}/vmlinuz",
                 initrds=(
                     ("ltsp.img", "/ltsp/ltsp.img"),
                     ("initrd.img", f"/ltsp/{name}/initrd.img"),
                 ),
-                cmdline=cmdline,
+                cmdline=f"root=/dev/nfs {nfs} {BOOTIF}",
                 source="ltsp",
             )
         )
     return entries
+
+
+def is_chroot(path: Path) -> bool:
+    """A directory of an LTSP tree holding a root file system: it has an init. Not followed
+    as a link (an absolute one would point into this server's own root)."""
+    return path.name != "images" and os.path.lexists(path / "sbin" / "init")

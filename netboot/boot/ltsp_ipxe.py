@@ -8,8 +8,11 @@ ltsp.conf, or by hand), read so a site moved to netboot keeps them:
     goto start
 
 A `:MAC` label opens a client's section; the next label or `goto` closes it. Only these
-three settings are read; anything else in the script is LTSP's and ignored. Read on every
-call (a small file), so an edit shows at the next boot.
+three settings are read, plus the site-wide menu timeout outside the `:MAC` sections
+(`ltsp ipxe` writes MENU_TIMEOUT of ltsp.conf's [server] section, else LTSP's 5000, as
+`isset ${menu-timeout} || set menu-timeout 5000` under `:start`); anything else in the
+script is LTSP's and ignored. Read on every call (a small file), so an edit shows at the
+next boot.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 
 MAC_LABEL = re.compile(r"^:([0-9a-f]{2}(?::[0-9a-f]{2}){5})\s*$")
 SETTING = re.compile(r"^set\s+(img|cmdline_client|menu-timeout)\s+(.*?)\s*$")
+# the site-wide default, alone or after `isset ${menu-timeout} ||` as LTSP writes it
+SITE_TIMEOUT = re.compile(r"(?:^|\|\|\s*)set\s+menu-timeout\s+(\S+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -32,27 +37,35 @@ class LtspClient:
 
 
 def read_client(path: Path, mac: str) -> LtspClient:
-    """The section of `mac` (lower case, colons) in `path`; LtspClient() when none."""
+    """The section of `mac` (lower case, colons) in `path`, its menu timeout defaulting to
+    the site-wide one; LtspClient() when the file sets nothing for it."""
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return LtspClient()
     found: dict[str, str] = {}
-    inside = False
+    site_timeout = ""
+    section = ""  # the MAC whose section we are in, "" outside any
     for raw in lines:
         line = raw.strip()
         label = MAC_LABEL.match(line.lower())
         if label or line.startswith((":", "goto ")):
-            if inside:
-                break  # the section ended
-            inside = bool(label) and label.group(1) == mac
+            section = label.group(1) if label else ""
             continue
-        setting = SETTING.match(line) if inside else None
-        if setting:
+        if section == mac and (setting := SETTING.match(line)):
             found[setting.group(1)] = setting.group(2)
-    timeout = found.get("menu-timeout", "")
+        elif not section and (site := SITE_TIMEOUT.search(line)):
+            site_timeout = site.group(1)
     return LtspClient(
-        image=found.get("img", ""),
+        # a chroot's menu item in ltsp.ipxe is r_NAME; here both are the entry ltsp-NAME
+        image=found.get("img", "").removeprefix("r_"),
         kernel_params=found.get("cmdline_client", ""),
-        menu_timeout=max(0, int(timeout)) // 1000 if timeout.lstrip("-").isdigit() else None,
+        menu_timeout=seconds(found.get("menu-timeout", site_timeout)),
     )
+
+
+def seconds(milliseconds: str) -> int | None:
+    """LTSP's menu timeout in whole seconds; None when not a number (not set)."""
+    if not milliseconds.lstrip("-").isdigit():
+        return None
+    return max(0, int(milliseconds)) // 1000

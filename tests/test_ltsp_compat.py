@@ -124,22 +124,18 @@ def test_site_wide_menu_timeout_of_ltsp_ipxe(tmp_path: Path) -> None:
     )
     (tftp / "ltsp.ipxe").write_text(site)
     config = config_for(tmp_path, ltsp, tftp)  # boot.menu_timeout = 0
-
-    def script(mac: str) -> str:
-        argv = ["ipxe", "--config", str(config), "--root", str(tmp_path / "srv"),
-                "--address", "192.0.2.1", "--mac", mac]  # fmt: skip
-        return subprocess.run([sys.executable, "-m", "netboot", *argv], capture_output=True,
-                              text=True, check=True).stdout  # fmt: skip
-
-    assert "|| set menu-timeout 7000\n" in script("52:54:00:00:00:40")  # the site's
-    assert "|| set menu-timeout 2000\n" in script("52:54:00:00:00:41")  # its own section's
+    site_wide = ipxe_script(tmp_path, config, "52:54:00:00:00:40")
+    assert "|| set menu-timeout 7000\n" in site_wide
+    own = ipxe_script(tmp_path, config, "52:54:00:00:00:41")
+    assert "|| set menu-timeout 2000\n" in own  # its own section's
     (tftp / "ltsp.ipxe").unlink()
-    assert "goto img-ltsp-focal" in script("52:54:00:00:00:40")  # boot.menu_timeout 0
+    assert "goto img-ltsp-focal" in ipxe_script(tmp_path, config, "52:54:00:00:00:40")
 
 
-def test_ltsp_chroot_is_offered_over_nfs(tmp_path: Path) -> None:
+def test_ltsp_chroots_are_offered_over_nfs(tmp_path: Path) -> None:
     """LTSP's `:roots` method: a chroot ltsp_root/NAME (it has sbin/init) is the NFS root
-    itself, booted with the kernel `ltsp kernel NAME` copied; an image of the same name wins."""
+    itself, booted with the kernel `ltsp kernel NAME` copied. It is `ltsp-NAME`, or
+    `ltsp-r_NAME` (LTSP's item name) when an image NAME exists too."""
     ltsp, tftp = make_ltsp_tree(tmp_path)
     for name in ("bookworm", "focal", "nokernel"):
         (ltsp / name / "usr/sbin").mkdir(parents=True)
@@ -149,15 +145,15 @@ def test_ltsp_chroot_is_offered_over_nfs(tmp_path: Path) -> None:
     (tftp / "bookworm").mkdir()
     (tftp / "bookworm" / "vmlinuz").write_bytes(b"kernel")
     (tftp / "bookworm" / "initrd.img").write_bytes(b"initrd")
-    (tftp / "ltsp.ipxe").write_text(":52:54:00:00:00:42\nset img r_bookworm\ngoto start\n")
+    (tftp / "ltsp.ipxe").write_text(
+        ":52:54:00:00:00:42\nset img r_bookworm\ngoto start\n"
+        ":52:54:00:00:00:43\nset img r_focal\ngoto start\n"
+    )
     config = config_for(tmp_path, ltsp, tftp)
-    argv = ["ipxe", "--config", str(config), "--root", str(tmp_path / "srv"),
-            "--address", "192.0.2.1", "--mac", "52:54:00:00:00:42"]  # fmt: skip
-    script = subprocess.run([sys.executable, "-m", "netboot", *argv], capture_output=True,
-                            text=True, check=True).stdout  # fmt: skip
+    script = ipxe_script(tmp_path, config, "52:54:00:00:00:42")
     assert "item img-ltsp-bookworm bookworm (LTSP chroot)" in script
-    assert "item img-ltsp-focal focal (LTSP)" in script  # the image, not the chroot focal
-    assert "chroot)" not in script.replace("bookworm (LTSP chroot)", "")
+    assert "item img-ltsp-focal focal (LTSP)" in script
+    assert "item img-ltsp-r_focal focal (LTSP chroot)" in script
     assert "nokernel" not in script and "notachroot" not in script
     assert "goto img-ltsp-bookworm" in script  # the client's `set img r_bookworm`
     assert (
@@ -165,3 +161,18 @@ def test_ltsp_chroot_is_offered_over_nfs(tmp_path: Path) -> None:
         f"root=/dev/nfs nfsroot=192.0.2.1:{ltsp}/bookworm BOOTIF=01-${{mac:hexhyp}}"
     ) in script
     assert "initrd --name initrd.img http://192.0.2.1/ltsp/bookworm/initrd.img" in script
+    # the chroot beside an image of its name: same kernel, its own directory as the root
+    script = ipxe_script(tmp_path, config, "52:54:00:00:00:43")
+    assert "goto img-ltsp-r_focal" in script
+    assert (
+        "kernel http://192.0.2.1/ltsp/focal/vmlinuz initrd=ltsp.img initrd=initrd.img "
+        f"root=/dev/nfs nfsroot=192.0.2.1:{ltsp}/focal BOOTIF=01-${{mac:hexhyp}}"
+    ) in script
+
+
+def ipxe_script(tmp: Path, config: Path, mac: str) -> str:
+    """`netboot ipxe`: the BIOS boot script of `mac` from this config."""
+    argv = ["ipxe", "--config", str(config), "--root", str(tmp / "srv"),
+            "--address", "192.0.2.1", "--mac", mac]  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "netboot", *argv], capture_output=True,
+                          text=True, check=True).stdout  # fmt: skip

@@ -105,9 +105,10 @@ def ltsp_entries(server: Any, boot: Any, nfs_server: str) -> list[BootEntry]:
     """An existing LTSP tree, booted as LTSP's ltsp.ipxe does (NFS + ltsp.img), mounted from
     `nfs_server` (`boot.nfs_server` or us) and `boot.nfs_root` when set (a moved site), else
     `ltsp_root`. `server` is the `[server]` config section (ltsp_root, ltsp_tftp_root).
-    Its squashfs images (`images/NAME.img`, LTSP's `:images` method) come first; a chroot
-    `NAME/` with an init (LTSP's `:roots` method: the directory itself is the NFS root) is
-    offered when no image has its name, since both would be the entry `ltsp-NAME`."""
+    Its squashfs images (`images/NAME.img`, LTSP's `:images` method) are `ltsp-NAME`; a
+    chroot `NAME/` with an init (LTSP's `:roots` method: the directory itself is the NFS
+    root) is `ltsp-NAME` too, or `ltsp-r_NAME` (LTSP's own item name for it) when an image
+    has its name, as after `ltsp image NAME`. Both boot the kernel in ltsp_tftp_root/NAME."""
     ltsp_root = Path(server.ltsp_root)
     export = boot.nfs_root or str(ltsp_root)
     tftp = Path(server.ltsp_tftp_root)
@@ -119,24 +120,29 @@ def ltsp_entries(server: Any, boot: Any, nfs_server: str) -> list[BootEntry]:
     found = [
         (
             name,
+            name,
             f"{name} (LTSP)",
             f"nfsroot={nfs_server}:{export} ltsp.image=images/{name}.img loop.max_part=9",
         )
         for name in images
     ]
     found += [
-        (name, f"{name} (LTSP chroot)", f"nfsroot={nfs_server}:{export.rstrip('/')}/{name}")
+        (
+            f"r_{name}" if name in images else name,
+            name,
+            f"{name} (LTSP chroot)",
+            f"nfsroot={nfs_server}:{export.rstrip('/')}/{name}",
+        )
         for name in chroots
-        if name not in images
     ]
     entries = []
-    for name, label, nfs in found:
+    for entry_name, name, label, nfs in found:
         kernel_dir = tftp / name
         if not (kernel_dir / "vmlinuz").is_file() or not (kernel_dir / "initrd.img").is_file():
             continue  # `ltsp kernel NAME` not run: nothing to boot it with
         entries.append(
             BootEntry(
-                name=f"ltsp-{name}",
+                name=f"ltsp-{entry_name}",
                 label=label,
                 kernel=f"/ltsp/{name}/vmlinuz",
                 initrds=(

@@ -31,7 +31,7 @@ SITE_TIMEOUT = re.compile(r"(?:^|\|\|\s*)set\s+menu-timeout\s+(\S+)\s*$")
 class LtspClient:
     """One client's LTSP settings; empty / None when its section does not set them."""
 
-    image: str = ""  # an LTSP image name (x86_64), offered here as entry `ltsp-<name>`
+    image: str = ""  # an LTSP item name (x86_64, r_x86_64 for a chroot): see entry_name
     kernel_params: str = ""
     menu_timeout: int | None = None  # seconds (ltsp.ipxe says milliseconds)
 
@@ -57,8 +57,7 @@ def read_client(path: Path, mac: str) -> LtspClient:
         elif not section and (site := SITE_TIMEOUT.search(line)):
             site_timeout = site.group(1)
     return LtspClient(
-        # a chroot's menu item in ltsp.ipxe is r_NAME; here both are the entry ltsp-NAME
-        image=found.get("img", "").removeprefix("r_"),
+        image=found.get("img", ""),
         kernel_params=found.get("cmdline_client", ""),
         menu_timeout=seconds(found.get("menu-timeout", site_timeout)),
     )
@@ -69,3 +68,14 @@ def seconds(milliseconds: str) -> int | None:
     if not milliseconds.lstrip("-").isdigit():
         return None
     return max(0, int(milliseconds)) // 1000
+
+
+def entry_name(image: str, offered: set[str]) -> str:
+    """The entry of LTSP's item `image`: `ltsp-IMAGE`; a chroot's item `r_NAME` is
+    `ltsp-NAME` when no image took that name (netboot names the chroot as LTSP only when
+    both exist); "" for no item."""
+    if not image:
+        return ""
+    if f"ltsp-{image}" not in offered and image.startswith("r_"):
+        return f"ltsp-{image.removeprefix('r_')}"
+    return f"ltsp-{image}"

@@ -164,12 +164,8 @@ class BootPolicy:
         """The client's `[clients]` image, else its `ltsp.ipxe` image (compat mode), else
         `boot.default_image` (an image's or an entry's name); the first entry when the one
         named is not there; None when there is nothing to boot."""
-        ltsp = self.ltsp_client(mac).image
-        wanted = (
-            self.client_settings(mac).get("image")
-            or (f"ltsp-{ltsp}" if ltsp else "")
-            or self.config.boot.default_image
-        )
+        ltsp = ltsp_ipxe.entry_name(self.ltsp_client(mac).image, {e.name for e in choices})
+        wanted = self.client_settings(mac).get("image") or ltsp or self.config.boot.default_image
         return next((e for e in choices if e.name == wanted), choices[0] if choices else None)
 
     def _api_menu(self, facts: ClientFacts) -> BootMenu:

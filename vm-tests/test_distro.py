@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from vmbed.checks import check_record, parse_cmdline
+from vmbed.checks import boot_to_report, check_record, parse_cmdline
 from vmbed.config import VmServe
 from vmbed.distro import DISTRO_MARKER_RE, bookworm_chroot
 from vmbed.image import TestImage
@@ -36,15 +36,9 @@ def test_debian_reaches_multi_user_with_client_settings(
     vm: VmRun, proxy_server: VmServe, distro_image: TestImage, root_password_hash: str
 ) -> None:
     published = distro_image.current()
-    client = vm.boot(proxy_server, "bios", "virtio-net-pci", mac=DISTRO_MAC, memory_mb=1536,
-                     name="bookworm")  # fmt: skip
-    match = client.wait_for(DISTRO_MARKER_RE.pattern, DISTRO_BOOT_TIMEOUT)
-    report = DISTRO_MARKER_RE.search(match.group(0))
-    assert report is not None
-    print(f"bookworm: power-on to multi-user.target {client.elapsed():.0f} s")
-    assert report["target"] == "active", report.group(0)
-    assert report["rootfs"] == "overlay", report.group(0)
-    assert report["stamp"] == published.stamp, "booted another version's root"
+    client, report = boot_to_report(vm, proxy_server, DISTRO_MARKER_RE, published.stamp,
+                                    mac=DISTRO_MAC, name="bookworm",
+                                    timeout=DISTRO_BOOT_TIMEOUT)  # fmt: skip
     assert report["hash"] == root_password_hash, "root_password_hash not applied"
     cmdline = parse_cmdline(client.text().split("Command line:", 1)[-1].splitlines()[0])
     assert cmdline.get("netboot.version") == published.version, cmdline

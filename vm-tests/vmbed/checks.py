@@ -3,10 +3,16 @@ the server published, and the server's record of that client holds every step in
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vmbed.image import MARKER_RE, Published, TestImage
 from vmbed.qemu import QemuClient
+
+if TYPE_CHECKING:
+    from vmbed.config import VmServe
+    from vmbed.run import VmRun
 
 DHCP_KINDS = ("dhcp-offer", "proxy-ack", "dhcp-ack")
 
@@ -91,3 +97,20 @@ def check_record(
     if tftp:
         assert files.get("tftp", "").startswith("ipxe/"), files
     return seen
+
+
+def boot_to_report(
+    vm: VmRun, server: VmServe, report_re: re.Pattern, stamp: str, *, mac: str, name: str,
+    timeout: float,
+) -> tuple[QemuClient, re.Match]:  # fmt: skip
+    """A 1.5 GB BIOS virtio client booted to a distribution's report line (its unit runs
+    after multi-user.target): the target is active, the root is the overlay, and the root
+    carries `stamp`. Returns the client and the report's match."""
+    client = vm.boot(server, "bios", "virtio-net-pci", mac=mac, memory_mb=1536, name=name)
+    report = report_re.search(client.wait_for(report_re.pattern, timeout).group(0))
+    assert report is not None
+    print(f"{name}: power-on to multi-user.target {client.elapsed():.0f} s")
+    assert report["target"] == "active", report.group(0)
+    assert report["rootfs"] == "overlay", report.group(0)
+    assert report["stamp"] == stamp, f"booted another root than the one stamped {stamp}"
+    return client, report

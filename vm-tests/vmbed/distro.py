@@ -75,7 +75,14 @@ def apt_mirror() -> str:
 
 def bookworm_chroot(log: Path) -> Path:
     """debootstrap once into the cache; returns BASE/bookworm (BASE is the image base dir)."""
-    base = CACHE / "distro"
+    chroot = cached_debootstrap(CACHE / "distro", PACKAGES, log)
+    install_report_unit(chroot)
+    return chroot
+
+
+def cached_debootstrap(base: Path, packages: tuple[str, ...], log: Path) -> Path:
+    """bookworm minbase plus `packages` in BASE/bookworm, made once (BASE/.bookworm.complete
+    says it finished) under a lock, from this machine's apt mirror."""
     chroot = base / SUITE
     base.mkdir(parents=True, exist_ok=True)
     with open(base / ".lock", "w") as lock:
@@ -84,17 +91,16 @@ def bookworm_chroot(log: Path) -> Path:
             shutil.rmtree(chroot, ignore_errors=True)
             with open(log, "ab") as out:
                 subprocess.run(
-                    ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+                    ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
                      SUITE, str(chroot), apt_mirror()],
                     stdout=out, stderr=subprocess.STDOUT, check=True, timeout=3600,
                 )  # fmt: skip
             (base / f".{SUITE}.complete").touch()
-    install_report_unit(chroot)
     return chroot
 
 
-def install_report_unit(chroot: Path) -> str:
-    """The reporting unit, enabled, and a new stamp; returns the stamp."""
+def install_report_unit(chroot: Path, report: str = REPORT) -> str:
+    """The reporting unit, enabled, running `report`, and a new stamp; returns the stamp."""
     unit_dir = chroot / "etc/systemd/system"
     (unit_dir / "nbtest-report.service").write_text(UNIT)
     wants = unit_dir / "multi-user.target.wants"
@@ -104,6 +110,6 @@ def install_report_unit(chroot: Path) -> str:
         link.symlink_to("/etc/systemd/system/nbtest-report.service")
     script = chroot / "usr/local/sbin/nbtest-report"
     script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(REPORT)
+    script.write_text(report)
     script.chmod(0o755)
     return set_stamp(chroot)

@@ -3,7 +3,7 @@
 #   make test          the whole suite, as CI runs it (tests/ and vm-tests/), as root
 #   make unit-test     only the tests that need no root, no namespaces and no QEMU
 #   make vm-test       only the QEMU network-boot tests (a few minutes on 2 cores)
-#   make vm-test-full  the QEMU tests plus the real Debian image (debootstrap, slow; not in CI)
+#   make vm-test-full  the QEMU tests plus the real Debian image and the LTSP site (slow; not in CI)
 #   make fuzz          bench/fuzz.py: 100,000 mutated cases per protocol against netboot serve
 #                      (FUZZ_ARGS='--cases 1000'); figures in docs/security.md
 # Extra pytest options: make vm-test ARGS='-k uefi -x'

@@ -102,6 +102,25 @@ facts = st.builds(
 
 
 @SHORT
+@given(mutated_captures(), st.booleans())
+def test_template_cache_answers_like_the_full_path(data: bytes, on_4011: bool) -> None:
+    """Whatever a mutated capture looks like, the server with the template cache (warmed by
+    the capture it came from, then asked twice) answers it as the one without does, and
+    counts it the same way (dropped as malformed or not)."""
+    fast = ProxyDhcpServer(POLICY, ClientRecords(), server_ip=SERVER_IP)
+    full = ProxyDhcpServer(POLICY, ClientRecords(), server_ip=SERVER_IP, fast_path=False)
+    source = ("10.115.250.177", 4011) if on_4011 else ("0.0.0.0", 68)
+    for original in CAPTURED:
+        fast.handle(original, source, on_4011)
+        full.handle(original, source, on_4011)
+    expected = full.handle(data, source, on_4011)
+    assert fast.handle(data, source, on_4011) == expected
+    assert {k: v for k, v in fast.stats.items() if not k.startswith("fastpath")} == full.stats
+    assert fast.handle(data, source, on_4011) == expected
+    assert not fast.stats["fastpath_refused"]
+
+
+@SHORT
 @given(facts)
 def test_boot_policy_answers_any_client(client: ClientFacts) -> None:
     answer = POLICY.pxe_answer(client)

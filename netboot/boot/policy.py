@@ -69,6 +69,13 @@ class BootPolicy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.ask_api(facts), deadline)
 
+    def answer_is_per_client(self, mac: str) -> bool:
+        """Whether this MAC's DHCP answer may differ from other clients' of the same kind:
+        it has a `[clients]` section of its own, or API mode has not claimed it (yet)."""
+        if mac.lower() in self.config.clients.by_mac:
+            return True
+        return self.api is not None and not isinstance(self.api.cached(mac), ApiBoot)
+
     def pxe_answer(self, facts: ClientFacts) -> pxe.PxeAnswer | pxe.NoAnswer:
         """The boot file (or, for iPXE, the script URL) a DHCP reply names; in API mode
         only for a machine the API has claimed."""

@@ -76,6 +76,13 @@ def pxe_answer(
     return PxeAnswer(f"{IPXE_DIR}/{name}", "PXEClient", entry.firmware, arch, False)
 
 
+def answer_directories(tftp_root: Path) -> list[Path]:
+    """The directories whose files `pxe_answer` looks for: an answer worked out earlier
+    holds while none of them gains, loses or renames a file (the DHCP template cache)."""
+    shim_dirs = sorted({tftp_root / chain.directory for chain in CHAINS.values()})
+    return [tftp_root / IPXE_DIR, *shim_dirs]
+
+
 def uses_shim(facts: ClientFacts, arch: int) -> bool:
     """Whether loader "grub" sends this client shim: UEFI PXE on x64 and arm64 only. HTTP
     Boot clients keep iPXE: Debian 12's signed GRUB cannot read its config over HTTP."""

@@ -24,16 +24,23 @@ from netboot.untrusted import for_log
 Reply = tuple[bytes, Address]
 Wanted = Callable[[Glance], bool]
 RequestHandler = Callable[[DhcpRequest, Address], Reply | None]
+LightDecoder = Callable[[bytes], DhcpRequest | None]  # a decode without scapy, or None
 
 
 def decode(
-    data: bytes, addr: Address, stats: Counter[str], wanted: Wanted, log: logging.Logger
+    data: bytes,
+    addr: Address,
+    stats: Counter[str],
+    wanted: Wanted,
+    log: logging.Logger,
+    light: LightDecoder | None = None,
 ) -> DhcpRequest | None:
     """The request in `data` if the server wants it, else None with the reason counted:
     `ignored` (not a BOOTREQUEST, or not for this server), `malformed` (looks like a
     request but does not decode; also counted as `malformed_<reason>`, and logged at most
     once a minute per reason). Every datagram counts as `received`, every decoded one as
-    `in:TYPE` (netboot/metrics.py turns those into packets by message type)."""
+    `in:TYPE` (netboot/metrics.py turns those into packets by message type). `light` is
+    asked first (proxyDHCP's hot path, `fastpath.py`); scapy decodes what it declines."""
     stats["received"] += 1
     seen = glance(data)
     if seen is None:
@@ -42,6 +49,10 @@ def decode(
     if not wanted(seen):
         stats["ignored"] += 1
         return None
+    request = light(data) if light is not None else None
+    if request is not None:
+        stats[f"in:{message_name(request.msg_type)}"] += 1
+        return request
     try:
         request = packet.parse(data)
     except packet.MalformedPacket as exc:
@@ -73,13 +84,15 @@ class DhcpEndpoint(DatagramEndpoint):
         log: logging.Logger,
         wanted: Wanted,
         on_request: RequestHandler,
+        light: LightDecoder | None = None,
     ) -> None:
         super().__init__(stats, log, "DHCP packet", self._on_datagram)
         self.wanted = wanted
         self.on_request = on_request
+        self.light = light
 
     def _on_datagram(self, data: bytes, addr: Address) -> None:
-        request = decode(data, addr, self.stats, self.wanted, self.log)
+        request = decode(data, addr, self.stats, self.wanted, self.log, self.light)
         if request is None:
             return
         reply = self.on_request(request, addr)
@@ -101,11 +114,12 @@ async def open_dhcp_endpoint(
     log: logging.Logger,
     wanted: Wanted,
     on_request: RequestHandler,
+    light: LightDecoder | None = None,
 ) -> DhcpEndpoint:
     """A DhcpEndpoint on UDP `port`, bound to `interface` (see `sockets.open_udp_socket`)."""
     sock = open_udp_socket(port, interface)
     try:
-        endpoint = DhcpEndpoint(stats, log, wanted, on_request)
+        endpoint = DhcpEndpoint(stats, log, wanted, on_request, light)
         await open_endpoint(endpoint, sock=sock)
     except BaseException:
         sock.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
@@ -78,7 +79,7 @@ class DhcpRequest:
         value = self.options.get(OPT_MSG_TYPE, 0)
         return value if isinstance(value, int) else 0
 
-    @property
+    @cached_property  # asked several times per packet (records, facts, policy)
     def mac(self) -> str:
         return ":".join(f"{b:02x}" for b in self.chaddr[: self.hlen or 6])
 

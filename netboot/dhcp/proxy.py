@@ -2,7 +2,8 @@
 
 The site's own DHCP server hands out addresses; this one only tells PXE and iPXE clients
 what to boot. Every packet is glanced at byte-level first; only PXE DISCOVER/REQUEST/INFORM
-are decoded (`endpoint.py`). Nothing a packet contains can raise out of the endpoint.
+are decoded (`endpoint.py`), ordinary ones without scapy and answered from a template per
+client kind (`fastpath.py`). Nothing a packet contains can raise out of the endpoint.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import asyncio
 import logging
 from collections import Counter
 
-from netboot.boot import BootPolicy, ClientFacts, NoAnswer
+from netboot.boot import BootPolicy, ClientFacts, NoAnswer, PxeAnswer
 from netboot.boot.api import ANSWER_DEADLINE, ApiRefusal
 from netboot.datagram import Address
 from netboot.dhcp import packet
 from netboot.dhcp.endpoint import DhcpEndpoint, Reply, decode, open_dhcp_endpoint
 from netboot.dhcp.facts import facts_from_request
+from netboot.dhcp.fastpath import LightRequest, Templates, light_request
 from netboot.dhcp.packet import ACK, DISCOVER, INFORM, OFFER, REQUEST, DhcpRequest
 from netboot.dhcp.prefilter import Glance
 from netboot.dhcp.pxe import pxe_options
@@ -41,6 +43,7 @@ class ProxyDhcpServer:
         port: int = 67,
         proxy_port: int = 4011,
         listen_67: bool = True,
+        fast_path: bool = True,
     ) -> None:
         self.policy = policy
         self.records = records
@@ -53,6 +56,7 @@ class ProxyDhcpServer:
         self._endpoints: list[DhcpEndpoint] = []
         self._endpoint_for: dict[bool, DhcpEndpoint] = {}  # on 4011? -> its endpoint
         self._waiting: set[asyncio.Task[None]] = set()  # packets waiting for the boot API
+        self.templates = Templates(self.stats, enabled=fast_path)
 
     def _ports(self) -> list[tuple[int, bool]]:
         """(port, is it 4011) pairs this server listens on."""
@@ -69,6 +73,7 @@ class ProxyDhcpServer:
                     log,
                     _wanted,
                     lambda request, addr, on=on_4011: self._answer(request, addr, on),
+                    self._light,
                 )
                 self._endpoints.append(endpoint)
                 self._endpoint_for[on_4011] = endpoint
@@ -93,8 +98,15 @@ class ProxyDhcpServer:
     def handle(self, data: bytes, addr: Address, on_4011: bool) -> Reply | None:
         """Decide on one datagram: the reply and where to send it, or None (what an
         endpoint does per packet, without a socket: for benchmarks)."""
-        request = decode(data, addr, self.stats, _wanted, log)
+        request = decode(data, addr, self.stats, _wanted, log, self._light)
         return None if request is None else self._answer(request, addr, on_4011)
+
+    def _light(self, data: bytes) -> LightRequest | None:
+        """The request read without scapy, when the template cache may answer it."""
+        request = light_request(data)
+        if request is None or not self.templates.usable(request, self.policy):
+            return None
+        return request
 
     def _answer(self, request: DhcpRequest, addr: Address, on_4011: bool) -> Reply | None:
         mac = request.mac
@@ -111,22 +123,12 @@ class ProxyDhcpServer:
         if self.policy.needs_api(facts):
             self._answer_later(request, addr, on_4011, facts)
             return None
-        answer = self.policy.pxe_answer(facts)
+        reply_type = OFFER if request.msg_type == DISCOVER else ACK
+        answer, payload = self._decide(request, facts, reply_type)
         if isinstance(answer, NoAnswer):
             self.stats["no_answer"] += 1
             self.records.event(mac, "dhcp-no-answer", arch=request.arch, reason=answer.reason)
             return None
-        reply_type = OFFER if request.msg_type == DISCOVER else ACK
-        payload = packet.build_reply(
-            request,
-            reply_type,
-            server_ip=self.server_ip,
-            # next-server is us for HTTP answers too: some iPXE builds only count a proxy
-            # answer as a boot answer with siaddr set
-            siaddr=self.server_ip,
-            boot_file=answer.boot_file,
-            options=_with_agent_option(request, pxe_options(request, answer)),
-        )
         kind = "dhcp-offer" if reply_type == OFFER and not on_4011 else "proxy-ack"
         self.stats["offers" if reply_type == OFFER else "acks"] += 1
         self.records.event(
@@ -143,6 +145,25 @@ class ProxyDhcpServer:
         )
         destination = addr if on_4011 else reply_address(request)
         return payload, destination
+
+    def _decide(
+        self, request: DhcpRequest, facts: ClientFacts, reply_type: int
+    ) -> tuple[PxeAnswer | NoAnswer, bytes]:
+        """The policy's answer and the reply bytes: from the template of this client's kind
+        when there is one, else worked out and encoded (and kept as the kind's template)."""
+        light = isinstance(request, LightRequest)
+        template = self.templates.get(request, self.policy) if light else None
+        if template is not None:
+            self.stats["fastpath_hits"] += 1
+            payload = template.reply_for(request) if template.payload else b""
+            return template.answer, payload
+        answer = self.policy.pxe_answer(facts)
+        payload = b""
+        if isinstance(answer, PxeAnswer):
+            payload = _encode(request, reply_type, answer, self.server_ip)
+        if light:
+            self.templates.put(request, answer, payload)
+        return answer, payload
 
     def _answer_later(
         self, request: DhcpRequest, addr: Address, on_4011: bool, facts: ClientFacts
@@ -172,6 +193,20 @@ class ProxyDhcpServer:
         endpoint = self._endpoint_for.get(on_4011)
         if reply is not None and endpoint is not None:
             endpoint.send(*reply)
+
+
+def _encode(request: DhcpRequest, reply_type: int, answer: PxeAnswer, server_ip: str) -> bytes:
+    """The full path's reply: scapy encodes it (a template is a copy of one)."""
+    return packet.build_reply(
+        request,
+        reply_type,
+        server_ip=server_ip,
+        # next-server is us for HTTP answers too: some iPXE builds only count a proxy
+        # answer as a boot answer with siaddr set
+        siaddr=server_ip,
+        boot_file=answer.boot_file,
+        options=_with_agent_option(request, pxe_options(request, answer)),
+    )
 
 
 def _with_agent_option(request: DhcpRequest, options: list) -> list:

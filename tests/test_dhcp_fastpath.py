@@ -47,11 +47,11 @@ FLAGS = [0x0000, 0x8000]
 CIADDRS = ["0.0.0.0", "10.115.250.23"]
 
 
-def make_policy(root: Path, **clients: dict) -> BootPolicy:
+def make_policy(root: Path, boot: dict | None = None, **clients: dict) -> BootPolicy:
     (root / "ipxe").mkdir(parents=True, exist_ok=True)
     for name in ("undionly.kpxe", "snponly.efi", "ipxe.efi"):
         (root / "ipxe" / name).write_bytes(b"stand-in iPXE binary")
-    table = {"server": {"root": str(root)}, "clients": clients}
+    table = {"server": {"root": str(root)}, "boot": boot or {}, "clients": clients}
     return BootPolicy(config_mod.parse(table, "test"), SERVER_IP, 80)
 
 
@@ -232,6 +232,23 @@ def test_new_policy_and_changed_binaries_empty_the_cache(policy: BootPolicy) -> 
     capture = load("ovmf-pxe-discover.bin")
     assert fast.handle(capture, CLIENT, False) == full.handle(capture, CLIENT, False)
     assert fast.stats["fastpath_flushed"] == 3
+
+
+def test_loader_grub_watches_the_shim_directory(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path / "root", {"loader": "grub"})
+    shim = tmp_path / "root" / "efi" / "x64" / "shimx64.efi"
+    shim.parent.mkdir(parents=True)
+    shim.write_bytes(b"stand-in shim")
+    fast, full = servers(policy)
+    capture = load("ovmf-pxe-discover.bin")
+    for _ in range(2):
+        reply = fast.handle(capture, CLIENT, False)
+        assert reply is not None and b"efi/x64/shimx64.efi" in reply[0]
+    assert fast.stats["fastpath_hits"] == 1
+    shim.unlink()  # no shim: no answer (loader grub), at once
+    assert fast.handle(capture, CLIENT, False) is None
+    assert full.handle(capture, CLIENT, False) is None
+    assert fast.stats["fastpath_flushed"] == 1
 
 
 def test_the_cache_is_bounded(policy: BootPolicy) -> None:

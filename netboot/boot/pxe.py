@@ -76,11 +76,12 @@ def pxe_answer(
     return PxeAnswer(f"{IPXE_DIR}/{name}", "PXEClient", entry.firmware, arch, False)
 
 
-def answer_directories(tftp_root: Path) -> list[Path]:
-    """The directories whose files `pxe_answer` looks for: an answer worked out earlier
-    holds while none of them gains, loses or renames a file (the DHCP template cache)."""
-    shim_dirs = sorted({tftp_root / chain.directory for chain in CHAINS.values()})
-    return [tftp_root / IPXE_DIR, *shim_dirs]
+def answer_directories(tftp_root: Path, loader: str) -> list[str]:
+    """The directories whose files `pxe_answer` looks for with this `loader`: an answer
+    worked out earlier holds while none of them gains, loses or renames a file (the DHCP
+    template cache stats them for every packet)."""
+    shim_dirs = sorted({str(tftp_root / c.directory) for c in CHAINS.values()})
+    return [str(tftp_root / IPXE_DIR), *(shim_dirs if loader == "grub" else [])]
 
 
 def uses_shim(facts: ClientFacts, arch: int) -> bool:

@@ -24,7 +24,6 @@ import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from netboot.boot import BootPolicy, NoAnswer, PxeAnswer
 from netboot.boot.pxe import answer_directories
@@ -161,7 +160,7 @@ class Templates:
         self.enabled = enabled
         self._by_kind: dict[Kind, Template] = {}
         self._policy: BootPolicy | None = None
-        self._directories: list[Path] = []
+        self._directories: list[str] = []
         self._stamp: tuple[tuple[int, int] | None, ...] = ()
 
     def usable(self, request: DhcpRequest, policy: BootPolicy) -> bool:
@@ -175,8 +174,9 @@ class Templates:
     def get(self, request: DhcpRequest, policy: BootPolicy) -> Template | None:
         """The template for this request's kind, after dropping every template an answer
         may no longer match (a new policy, a changed iPXE or shim directory)."""
-        if policy is not self._policy:
-            self._directories = answer_directories(policy.config.tftp_root)
+        if policy is not self._policy:  # every client here has the site's loader
+            loader = policy.loader(request.mac)
+            self._directories = answer_directories(policy.config.tftp_root, loader)
         stamp = _directory_stamp(self._directories)
         if policy is not self._policy or stamp != self._stamp:
             if self._by_kind:
@@ -215,7 +215,7 @@ def _scapy_agrees(request: LightRequest) -> bool:
     ) and kind_of(decoded) == kind_of(request)  # fmt: skip
 
 
-def _directory_stamp(directories: list[Path]) -> tuple[tuple[int, int] | None, ...]:
+def _directory_stamp(directories: list[str]) -> tuple[tuple[int, int] | None, ...]:
     """mtime and inode of each directory (None: missing): adding, removing or renaming a
     file in one changes its mtime, replacing the directory changes its inode."""
     stamp: list[tuple[int, int] | None] = []

@@ -79,11 +79,12 @@ class DhcpRequest:
         value = self.options.get(OPT_MSG_TYPE, 0)
         return value if isinstance(value, int) else 0
 
-    @cached_property  # asked several times per packet (records, facts, policy)
+    # mac, vendor_class, arch, user_class, is_ipxe: asked several times per packet
+    @cached_property
     def mac(self) -> str:
         return ":".join(f"{b:02x}" for b in self.chaddr[: self.hlen or 6])
 
-    @property
+    @cached_property
     def vendor_class(self) -> str:
         return _text(self.options.get(OPT_VENDOR_CLASS, b""))
 
@@ -95,7 +96,7 @@ class DhcpRequest:
     def is_http_client(self) -> bool:
         return self.vendor_class.startswith("HTTPClient")
 
-    @property
+    @cached_property
     def arch(self) -> int | None:
         """Client system architecture (RFC 4578 option 93), falling back to option 60's
         `Arch:NNNNN` field which some ROMs send without 93."""
@@ -107,12 +108,12 @@ class DhcpRequest:
             return int(parts[2])
         return None
 
-    @property
+    @cached_property
     def user_class(self) -> bytes:
         value = self.options.get(OPT_USER_CLASS, b"")
         return value if isinstance(value, bytes) else _text(value).encode()
 
-    @property
+    @cached_property
     def is_ipxe(self) -> bool:
         """iPXE says so in the user class (77) and carries its feature option 175."""
         return b"iPXE" in self.user_class or OPT_IPXE_ENCAP in self.options

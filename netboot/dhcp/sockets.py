@@ -9,6 +9,11 @@ from netboot.dhcp.packet import DhcpRequest
 CLIENT_PORT = 68
 SERVER_PORT = 67
 LIMITED_BROADCAST = "255.255.255.255"
+# A room powering on sends DISCOVERs in bursts: the default ~200 KiB queue holds ~200 of
+# them, so a server descheduled for 40 ms at 5,000/s would drop the rest. 4 MiB holds
+# thousands; the kernel caps it at net.core.rmem_max unless we may force it.
+RECEIVE_BUFFER = 4 * 1024 * 1024
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux <asm/socket.h>
 
 
 def open_udp_socket(port: int, interface: str = "", address: str = "0.0.0.0") -> socket.socket:
@@ -21,6 +26,7 @@ def open_udp_socket(port: int, interface: str = "", address: str = "0.0.0.0") ->
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        _grow_receive_buffer(sock)
         if interface:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
         sock.bind((address, port))
@@ -29,6 +35,15 @@ def open_udp_socket(port: int, interface: str = "", address: str = "0.0.0.0") ->
         sock.close()
         raise
     return sock
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """RECEIVE_BUFFER, forced past rmem_max when we may (CAP_NET_ADMIN), else what the
+    kernel allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
 
 def reply_address(request: DhcpRequest) -> tuple[str, int]:

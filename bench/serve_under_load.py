@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -533,15 +534,22 @@ def main() -> int:
     if not set(args.layouts.split(",")) <= {"thread", "loop"}:
         parser.error("--layouts: a comma-separated list of 'thread' and 'loop'")
 
+    print(f"{os.cpu_count()} CPUs, {' '.join(os.uname()[2:3])}, Python {sys.version.split()[0]}")
+    return run_cleaned("nb-load-", lambda tmp, cleanup: run(args, tmp, cleanup))
+
+
+def run_cleaned(prefix: str, body: Callable[[Path, list], None]) -> int:
+    """`body(tmp, cleanup)` with SIGTERM taken as Ctrl-C; whatever happens, the steps it
+    appended to `cleanup` run in reverse and the temp dir goes (bench/dhcp_rate.py too)."""
+
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    print(f"{os.cpu_count()} CPUs, {' '.join(os.uname()[2:3])}, Python {sys.version.split()[0]}")
-    tmp = Path(tempfile.mkdtemp(prefix="nb-load-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     cleanup: list = []
     try:
-        run(args, tmp, cleanup)
+        body(tmp, cleanup)
     except KeyboardInterrupt:
         print("interrupted, cleaning up", file=sys.stderr)
         return 130

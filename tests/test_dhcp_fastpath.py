@@ -130,6 +130,19 @@ def test_patched_answers_equal_the_full_path(policy: BootPolicy, file: str, on_4
         assert fast.records.as_dict(mac)["ip"] == full.records.as_dict(mac)["ip"]
 
 
+@pytest.mark.parametrize("name", [b"lab-pc-042", b"caf\xc3\xa9\n\x1b[31m"])
+def test_hostname_is_recorded_as_the_full_path_does(policy: BootPolicy, name: bytes) -> None:
+    fast, full = servers(policy)
+    capture = load("ovmf-pxe-discover.bin")
+    end = capture.index(255, 240)
+    named = capture[:end] + bytes([12, len(name)]) + name + capture[end:]
+    for data in (capture, named):
+        assert fast.handle(data, CLIENT, False) == full.handle(data, CLIENT, False)
+    assert fast.stats["fastpath_hits"] == 1
+    assert events(fast.records, MAC) == events(full.records, MAC)
+    assert events(fast.records, MAC)[-1]["hostname"]
+
+
 @pytest.mark.parametrize(
     "file", ["bios-ipxe-request.bin", "efi-ipxe-request.bin", "ovmf-pxe-request.bin"]
 )

@@ -19,6 +19,7 @@ import pytest
 
 from netboot import config as config_mod
 from netboot.boot import BootPolicy
+from netboot.boot.api import ApiBoot
 from netboot.dhcp import fastpath
 from netboot.dhcp.proxy import ProxyDhcpServer
 from netboot.records import ClientRecords
@@ -222,6 +223,24 @@ def test_a_client_with_its_own_section_takes_the_full_path(tmp_path: Path) -> No
     assert reply == full.handle(mine, CLIENT, False)
     assert reply is not None and b"efi/x64/shimx64.efi" in reply[0]
     assert not fast.stats["fastpath_hits"]
+
+
+def test_api_mode_uses_templates_only_for_claimed_machines(tmp_path: Path) -> None:
+    """API mode: a machine the API has not answered for is the full path's (it waits for
+    the API); once the API claimed it, its answer is the kind's, from the template."""
+    policy = make_policy(tmp_path / "root", {"api": "http://127.0.0.1:9/"})
+    fast, full = servers(policy)
+    capture = load("ovmf-pxe-discover.bin")
+    assert policy.api is not None and policy.api.cached(MAC) is None
+    assert fast._light(capture) is None
+    claimed = ApiBoot("http://127.0.0.1:9/vmlinuz", (), "", "")
+    policy.api._cache[MAC] = (time.monotonic() + 60, claimed)  # what a yes from the API leaves
+    other = variant(capture, mac=MACS[1], xid=5, flags=0)
+    policy.api._cache[MACS[1]] = (time.monotonic() + 60, claimed)
+    for data in (capture, other):
+        assert fast._light(data) is not None
+        assert fast.handle(data, CLIENT, False) == full.handle(data, CLIENT, False)
+    assert fast.stats["fastpath_hits"] == 1
 
 
 def test_new_policy_and_changed_binaries_empty_the_cache(policy: BootPolicy) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
+from netboot.boot import BootPolicy
 from netboot.dhcp import full
 from netboot.dhcp.packet import ACK, NAK, OFFER, parse_reply
 from netboot.dhcp.sockets import open_udp_socket
@@ -343,3 +344,32 @@ async def test_flood_of_bare_discovers_neither_locks_the_pool_nor_floods_the_log
         assert server.stats["offers_reclaimed"] >= 1
         for s in (sock, real_sock):
             s.close()
+
+
+async def test_a_reloaded_policy_reaches_port_4011(bridge_lan: BridgeLan, tmp_path: Path) -> None:
+    """SIGHUP swaps the full server's policy; the proxy inside it, which answers port 4011,
+    must answer from the new one too (it kept the old config before)."""
+    client = bridge_lan.client("reload")
+    client.ns.ip("addr", "add", "10.99.0.77/24", "dev", "eth0")
+    config = full_config(tmp_path, "10.99.0.50", "10.99.0.59")
+    ipxe = [
+        ("vendor_class_id", b"PXEClient:Arch:00007:UNDI:003016"),
+        ("pxe_client_architecture", b"\x00\x07"),
+        ("user_class", b"iPXE"),
+    ]
+
+    async def boot_file_on_4011(sock: Any) -> bytes:
+        """Unicast to port 4011 as firmware does once it has an address."""
+        payload, xid = request_packet(client.mac, "request", options=ipxe)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendto(sock, payload, (SERVER_IP, 4011))
+        data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 4096), 5)
+        assert int.from_bytes(data[4:8], "big") == xid
+        return decode(data)[0].file.rstrip(b"\0")
+
+    async with serving(bridge_lan, config) as server:
+        sock = client_socket(client)
+        assert await boot_file_on_4011(sock) == b"http://10.99.0.1:8080/boot.ipxe"
+        server.policy = BootPolicy(config, SERVER_IP, 9090)
+        assert await boot_file_on_4011(sock) == b"http://10.99.0.1:9090/boot.ipxe"
+        sock.close()

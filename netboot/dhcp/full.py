@@ -84,6 +84,7 @@ class FullDhcpServer:
         port: int = SERVER_PORT,
         proxy_port: int = 4011,
     ) -> None:
+        self._proxy: ProxyDhcpServer | None = None  # port 4011, once started
         self.config, self.policy, self.records = config, policy, records
         self.server_ip, self.interface, self.network = server_ip, interface, network
         self.port, self.proxy_port = port, proxy_port
@@ -95,9 +96,19 @@ class FullDhcpServer:
         self._pool: AddressPool | None = None
         self._relayed: list[Segment] = []  # pools of `[dhcp.subnets]`, behind relays
         self._endpoint: DhcpEndpoint | None = None
-        self._proxy: ProxyDhcpServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._client_locks = ClientLocks()
+
+    @property
+    def policy(self) -> BootPolicy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: BootPolicy) -> None:
+        """A reload's new policy reaches port 4011 too, which the inner proxy answers."""
+        self._policy = policy
+        if self._proxy is not None:
+            self._proxy.policy = policy
 
     # --- life cycle -------------------------------------------------------------------
 

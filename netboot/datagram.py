@@ -56,15 +56,19 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         try:
             self.handler(data, addr)
         except Exception:  # a bug must cost one packet, never the socket
-            self.stats[self.error_key] += 1
-            limited(self.log)(
-                f"handler_error:{self.what}",
-                logging.ERROR,
-                "error handling a %s from %s:%s",
-                self.what,
-                *addr[:2],
-                exc_info=True,
-            )
+            self.handler_failed(addr)
+
+    def handler_failed(self, addr: Address) -> None:
+        """Count and log (rate-limited, with the traceback) the exception being handled."""
+        self.stats[self.error_key] += 1
+        limited(self.log)(
+            f"handler_error:{self.what}",
+            logging.ERROR,
+            "error handling a %s from %s:%s",
+            self.what,
+            *addr[:2],
+            exc_info=True,
+        )
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error the kernel queued (see `report_icmp_errors`) or a send failure."""
@@ -98,6 +102,75 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         if self.transport is None:
             raise RuntimeError("endpoint not open")
         return int(self.transport.get_extra_info("sockname")[1])
+
+
+class LeanEndpoint(DatagramEndpoint):
+    """The same contract on a plain non-blocking socket read by a loop reader (add_reader),
+    for the per-block path of a TFTP transfer: asyncio's datagram transport allocates a
+    256 KiB buffer per recvfrom and adds several calls per packet, more than the transfer's
+    own work (docs/tftp.md#measured-bench-tftp_throughputpy). ICMP errors the kernel queued
+    (IP_RECVERR is always set) and send failures go to `on_error`; a datagram the socket
+    buffer has no room for is dropped (the sender's retransmission covers it), not queued."""
+
+    RECV_SIZE = 2048  # ACKs are 4 bytes, ERRORs short; longer datagrams are truncated
+    sock: socket.socket | None = None
+
+    def open(self, host: str) -> LeanEndpoint:
+        """Bind a free port on `host` and start reading (call on the running loop)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, 0))
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(sock.fileno(), self._readable)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self._recvfrom = sock.recvfrom
+        self._sendto = sock.sendto
+        return self
+
+    def _readable(self) -> None:
+        try:
+            data, addr = self._recvfrom(self.RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.error_received(exc)
+            return
+        try:
+            self.handler(data, addr)
+        except Exception:  # a bug must cost one packet, never the socket
+            self.handler_failed(addr)
+
+    def report_icmp_errors(self) -> None:
+        """Already on (see open)."""
+
+    def send(self, payload: bytes, destination: Address) -> None:
+        if self.sock is None:
+            return  # a reply decided after close() is dropped
+        try:
+            self._sendto(payload, destination)
+        except (BlockingIOError, InterruptedError):
+            self.stats["send_dropped"] += 1
+        except OSError as exc:
+            self.error_received(exc)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+
+    @property
+    def port(self) -> int:
+        if self.sock is None:
+            raise RuntimeError("endpoint not open")
+        return int(self.sock.getsockname()[1])
 
 
 async def open_endpoint(

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netboot.datagram import Address, DatagramEndpoint, open_endpoint
+from netboot.datagram import Address, DatagramEndpoint, LeanEndpoint, open_endpoint
 from netboot.paths import UnsafePath, confine
 from netboot.ratelimit import limited
 from netboot.records import ClientRecords
@@ -195,9 +195,7 @@ class TftpServer:
             timeout=self.timeout,
         )
         try:
-            endpoint = await open_endpoint(
-                DatagramEndpoint(self.stats, log, "TFTP packet"), local_addr=(self._host, 0)
-            )
+            endpoint = LeanEndpoint(self.stats, log, "TFTP packet").open(self._host)
         except BaseException:
             os.close(fd)
             raise

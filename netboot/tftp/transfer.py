@@ -27,6 +27,7 @@ from netboot.tftp.wire import (
     ERR_UNKNOWN_TID,
     HEAD,
     OP_ACK,
+    OP_DATA,
     OP_ERROR,
     data_packet,
     error_packet,
@@ -129,8 +130,6 @@ class Transfer:
         self.options = options
         self.retries = retries
         self._loop = asyncio.get_running_loop()
-        assert endpoint.transport is not None, "the transfer's socket is bound first"
-        self._sendto = endpoint.transport.sendto  # the per-block path: no checks
         self._fd = fd
         self._netascii = request.netascii
         self._oack = oack_packet(options.acknowledged) if options.acknowledged else b""
@@ -145,6 +144,9 @@ class Transfer:
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._chunk = max(READ_CHUNK, options.blksize * options.windowsize)
+        self._refill_at = 0  # _pump checks for a read from this block on
+        self._blksize, self._window = options.blksize, options.windowsize
+        self._send_to = endpoint.send
         self.done = False
 
     @property
@@ -243,11 +245,6 @@ class Transfer:
 
     # -- data ------------------------------------------------------------------------------
 
-    def _available(self, block: int) -> bool:
-        end = block * self.options.blksize
-        have = self._data_offset + len(self._data)
-        return end <= have or (self._last is not None and block <= self._last)
-
     def _packet(self, block: int) -> bytes:
         if block == 0:
             return self._oack
@@ -283,31 +280,46 @@ class Transfer:
         self._data = self._data[keep_from:] + data
         self._data_offset += keep_from
         self._file_offset += raw
+        buffered = self._data_offset + len(self._data)
         if raw < self._chunk:
-            total = self._data_offset + len(self._data)
-            self._last = total // self.options.blksize + 1
+            self._last = buffered // self.options.blksize + 1
+        # no sooner than _refill would start the next read (it checks exactly)
+        self._refill_at = max(buffered - self._chunk // 2, 0) // self.options.blksize + 1
         self._pump()
 
     # -- sending ---------------------------------------------------------------------------
 
     def _send(self, packet: bytes) -> None:
-        self._sendto(packet, self.client)
+        self._send_to(packet, self.client)
 
     def _pump(self) -> None:
-        """Send new blocks up to the window's end, as far as data is buffered."""
+        """Send new blocks up to the window's end, as far as data is buffered.
+
+        The per-ACK path (lock-step: once per block), so it works on locals and makes no
+        call per block but the send; see docs/tftp.md for what a block costs."""
         if self.done:
             return
-        limit = 1 if self._base == 0 else self._base + self.options.windowsize
-        if self._last is not None:
-            limit = min(limit, self._last + 1)
-        sent = False
-        while self._next < limit and self._available(self._next):
-            self._send(self._packet(self._next))
-            self._next += 1
-            sent = True
-        if sent:
+        block = self._next
+        limit = 1 if self._base == 0 else self._base + self._window
+        last = self._last
+        blksize, data, offset = self._blksize, self._data, self._data_offset
+        # the first block past what is buffered (all of the file once EOF was read)
+        ready = last + 1 if last is not None else (offset + len(data)) // blksize + 1
+        if limit > ready:
+            limit = ready
+        if block < limit:
+            send, client, pack = self._send_to, self.client, HEAD.pack
+            if block == 0:
+                send(self._oack, client)
+                block = 1
+            while block < limit:
+                start = (block - 1) * blksize - offset
+                send(pack(OP_DATA, block & 0xFFFF) + data[start : start + blksize], client)
+                block += 1
+            self._next = block
             self._arm()
-        self._refill()
+        if block >= self._refill_at:
+            self._refill()
 
     def _arm(self) -> None:
         """Push the retransmission deadline; one timer per transfer, re-armed lazily."""
@@ -341,7 +353,7 @@ class Transfer:
     def on_packet(self, data: bytes, addr: Address) -> None:
         if self.done:
             return
-        if addr[:2] != self.client[:2]:
+        if addr != self.client and addr[:2] != self.client[:2]:
             self.stats["wrong_tid"] += 1
             log.debug(
                 "tftp: packet from unknown TID %s:%s during %s", *addr[:2], for_log(self.name)

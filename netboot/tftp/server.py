@@ -21,6 +21,7 @@ from netboot.datagram import Address, DatagramEndpoint, LeanEndpoint, open_endpo
 from netboot.paths import UnsafePath, confine
 from netboot.ratelimit import limited
 from netboot.records import ClientRecords
+from netboot.tftp.filecache import FileCache
 from netboot.tftp.options import MAX_BLKSIZE, MIN_BLKSIZE, negotiate
 from netboot.tftp.transfer import (
     NotAFile,
@@ -81,6 +82,7 @@ class TftpServer:
         self._listener: DatagramEndpoint | None = None
         self._transfers: set[Transfer] = set()
         self._starting: dict[asyncio.Task[None], str] = {}  # task -> client IP
+        self.cache = FileCache()  # small files of the root, shared by their transfers
 
     async def start(self, host: str, port: int) -> None:
         self._host = host
@@ -175,9 +177,10 @@ class TftpServer:
             self._refuse(client, name, ERR_ACCESS, str(exc))
             return
         loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(None, self._open, name, path)
+        netascii = request.mode == "netascii"
+        opening = loop.run_in_executor(None, self._open, name, path, netascii)
         try:
-            fd, size = await asyncio.shield(opening)
+            fd, size, content = await asyncio.shield(opening)
         except asyncio.CancelledError:
             opening.add_done_callback(_close_opened)  # server closing: don't leak the fd
             raise
@@ -187,7 +190,6 @@ class TftpServer:
         except OSError as exc:
             self._refuse(client, name, ERR_ACCESS, exc.strerror or str(exc))
             return
-        netascii = request.mode == "netascii"
         options = negotiate(
             request.options,
             None if netascii else size,
@@ -197,24 +199,37 @@ class TftpServer:
         try:
             endpoint = LeanEndpoint(self.stats, log, "TFTP packet").open(self._host)
         except BaseException:
-            os.close(fd)
+            _close(fd)
             raise
         accepted = TransferRequest(client, name, raw, netascii, started, size)
-        transfer = Transfer(self, endpoint, accepted, fd, options, self.retries)
+        transfer = Transfer(self, endpoint, accepted, fd, options, self.retries, content)
         self._starting.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
         self._transfers.add(transfer)  # counted once: no longer starting, now transferring
         self.stats["transfers"] += 1
         log.debug("tftp %s to %s:%s options %s", for_log(name), *client, options.acknowledged)
         transfer.start()
 
-    def _open(self, name: str, path: Path) -> tuple[int, int]:
-        """(fd, size) of a generated file when `virtual` makes one, else of the root's file."""
+    def _open(self, name: str, path: Path, netascii: bool) -> tuple[int, int, bytes | None]:
+        """(fd, size, None) of a generated file when `virtual` makes one, else of the root's
+        file; (-1, size, content) when the root's file is small enough to be served from
+        the shared cache (octet mode only: netascii translates as it reads)."""
         if self.virtual is not None:
-            content = self.virtual(name)
-            if content is not None:
+            generated = self.virtual(name)
+            if generated is not None:
                 self.stats["virtual"] += 1
-                return open_bytes(content)
-        return open_regular(path)
+                return (*open_bytes(generated), None)
+        fd, size = open_regular(path)
+        if netascii:
+            return fd, size, None
+        try:
+            content = self.cache.content(fd)
+        except OSError:
+            content = None
+        if content is None:
+            return fd, size, None
+        os.close(fd)
+        self.stats["cached"] += 1
+        return -1, len(content), content
 
     def _refuse(
         self, client: Address, name: str, code: int, reason: str, level: int = logging.WARNING
@@ -258,6 +273,11 @@ class TftpServer:
             self.records.event(None, kind, ip=client[0], **detail)
 
 
-def _close_opened(future: asyncio.Future[tuple[int, int]]) -> None:
+def _close_opened(future: asyncio.Future[tuple[int, int, bytes | None]]) -> None:
     if not future.cancelled() and future.exception() is None:
-        os.close(future.result()[0])
+        _close(future.result()[0])
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:  # -1: served from the cache, no file held open
+        os.close(fd)

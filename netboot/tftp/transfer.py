@@ -120,7 +120,10 @@ class Transfer:
         fd: int,
         options: Negotiated,
         retries: int,
+        content: bytes | None = None,
     ) -> None:
+        """`fd` is read ahead chunk by chunk; or, with `content` (the whole file, shared
+        with other transfers: filecache.py), fd is -1 and nothing is read or buffered."""
         self.host = host
         self.stats = host.stats
         self.endpoint = endpoint
@@ -146,6 +149,10 @@ class Transfer:
         self._chunk = max(READ_CHUNK, options.blksize * options.windowsize)
         self._refill_at = 0  # _pump checks for a read from this block on
         self._blksize, self._window = options.blksize, options.windowsize
+        if content is not None:
+            self._data = content
+            self._last = len(content) // options.blksize + 1
+            self._refill_at = self._last + 1  # never: _refill returns once _last is known
         self._send_to = endpoint.send
         self.done = False
 
@@ -184,7 +191,7 @@ class Transfer:
             self._timer = None
         self._data = b""  # the read-ahead goes now, whoever still holds this object
         self.endpoint.close()
-        if not self._reading:
+        if not self._reading and self._fd >= 0:
             os.close(self._fd)
         self.host.finished(self)
 

@@ -13,7 +13,9 @@ so client start-up never lands on its loop and its CPU time can be read from /pr
   ignores windowsize, so it runs lock-step);
 - `small-noopt xN`: the small file (an iPXE binary) fetched by N tftp-hpa clients at once.
 
-Every case runs netboot then dnsmasq back to back, `--repeats` times; each line carries the
+With `--floor`, a third server runs the no-options cases: the least a Python lock-step
+server can do per block on an asyncio loop (`serve_floor`), the floor netboot is measured
+against. Every case runs netboot then dnsmasq back to back, `--repeats` times; each line carries the
 1-minute load average when it started, wall seconds, the server's CPU ms, and its user and
 system CPU µs per DATA block (from /proc, 10 ms ticks). The last lines are the ratios
 (dnsmasq seconds / netboot seconds: above 1 means netboot is faster).
@@ -26,6 +28,8 @@ import asyncio
 import ctypes
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -88,9 +92,9 @@ def fetch_all(case: Case, port: int, root: Path, out: Path) -> float:
     return seconds
 
 
-def start_netboot(root: Path) -> tuple[subprocess.Popen, int]:
+def start_python(root: Path, mode: str = "--serve") -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(root)],
+        [sys.executable, __file__, mode, str(root)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -124,7 +128,9 @@ def run(args: argparse.Namespace) -> None:
             Case(f"{args.size_mb}MB-noopt", "big.bin", 1, [], 512),
             Case(f"{args.size_mb}MB-1468w16", "big.bin", 1, windowed, 1468),
         ] + [Case(f"{small_kb}KB-noopt x{n}", "small.bin", n, [], 512) for n in args.clients]
-        servers = {"netboot": start_netboot(root), "dnsmasq": start_dnsmasq(root)}
+        servers = {"netboot": start_python(root), "dnsmasq": start_dnsmasq(root)}
+        if args.floor:
+            servers["floor"] = start_python(root, "--serve-floor")
         seconds: dict[tuple[str, str], list[float]] = {}
         print(f"{'case':<18} {'server':<8} {'run':>3} {'load1':>5} {'seconds':>8} "
               f"{'cpu ms':>7} {'usr µs/b':>8} {'sys µs/b':>8}")  # fmt: skip
@@ -133,6 +139,8 @@ def run(args: argparse.Namespace) -> None:
                 blocks = case.clients * ((root / case.file).stat().st_size // case.blksize + 1)
                 for repeat in range(1, args.repeats + 1):
                     for name, (proc, port) in servers.items():
+                        if name == "floor" and case.options:
+                            continue  # no options only
                         load = os.getloadavg()[0]
                         user, system = cpu_seconds(proc.pid)
                         took = fetch_all(case, port, root, out)
@@ -144,7 +152,10 @@ def run(args: argparse.Namespace) -> None:
                               f"{system / blocks * 1e6:>8.1f}", flush=True)  # fmt: skip
         finally:
             for proc, _ in servers.values():
-                proc.terminate()
+                if proc.stdin is not None:
+                    proc.stdin.close()  # the Python servers print their counters and exit
+                else:
+                    proc.terminate()
                 proc.wait()
         for case in cases:
             ours, theirs = seconds[(case.name, "netboot")], seconds[(case.name, "dnsmasq")]
@@ -163,6 +174,47 @@ async def serve(root: Path) -> None:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)
     await server.close()
+    print(f"netboot stats: {dict(sorted(server.stats.items()))}", file=sys.stderr)
+
+
+async def serve_floor(root: Path) -> None:
+    """The child for --floor: a lock-step server with nothing but the per-block work (a
+    loop reader per transfer, the file in memory, no options, timers, checks or counters)."""
+    loop = asyncio.get_running_loop()
+    paths = await asyncio.to_thread(lambda: list(root.iterdir()))
+    files = {path.name.encode(): await asyncio.to_thread(path.read_bytes) for path in paths}
+    head = struct.Struct("!HH")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.setblocking(False)
+
+    def request() -> None:
+        packet, client = listener.recvfrom(2048)
+        data = files[packet[2:].split(b"\0")[0]]
+        last, block = len(data) // 512 + 1, 1
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+
+        def ack() -> None:
+            nonlocal block
+            got, _ = sock.recvfrom(2048)
+            if head.unpack_from(got) != (4, block & 0xFFFF):
+                return
+            if block == last:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+                return
+            block += 1
+            start = (block - 1) * 512
+            sock.sendto(head.pack(3, block & 0xFFFF) + data[start : start + 512], client)
+
+        loop.add_reader(sock.fileno(), ack)
+        sock.sendto(head.pack(3, 1) + data[:512], client)
+
+    loop.add_reader(listener.fileno(), request)
+    print(listener.getsockname()[1], flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)
 
 
 def main() -> None:
@@ -171,10 +223,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clients", default="1,10,50", help="concurrent small-file clients")
     parser.add_argument("--small", default="/boot/ipxe.efi", help="the small file")
+    parser.add_argument("--floor", action="store_true", help="also the floor server, see above")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve(args.serve))
+    if args.serve or args.serve_floor:
+        asyncio.run(serve(args.serve) if args.serve else serve_floor(args.serve_floor))
         return
     args.clients = [int(n) for n in args.clients.split(",")]
     run(args)

@@ -2,8 +2,10 @@
 
 A transfer knows its client, its file and its negotiated options; of its server it knows
 only the narrow `TransferHost` (count, record, "I have ended"), so it can be driven and
-tested on its own. File reads run in the executor in read-ahead chunks: nothing here
-blocks the loop that also answers DHCP.
+tested on its own. File reads run in the executor in read-ahead chunks, or the whole file
+comes from the shared cache (filecache.py): nothing here blocks the loop that also answers
+DHCP. The per-ACK path (`on_packet` -> `_on_ack` -> `_pump`) is the server's hottest code:
+a lock-step client costs one pass per 512-byte block (docs/tftp.md).
 """
 
 from __future__ import annotations

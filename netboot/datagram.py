@@ -161,10 +161,13 @@ class LeanEndpoint(DatagramEndpoint):
             self.error_received(exc)
 
     def close(self) -> None:
+        """Stop reading, close the socket and let go of the handler (see the base class)."""
         if self.sock is not None:
             self._loop.remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
+        self.handler = _drop
+        self.on_error = None
 
     @property
     def port(self) -> int:

@@ -161,13 +161,12 @@ class LeanEndpoint(DatagramEndpoint):
             self.error_received(exc)
 
     def close(self) -> None:
-        """Stop reading, close the socket and let go of the handler (see the base class)."""
+        """Stop reading and close the socket; the base class lets go of the handler."""
         if self.sock is not None:
             self._loop.remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
-        self.handler = _drop
-        self.on_error = None
+        super().close()  # no transport here: it only drops handler and on_error
 
     @property
     def port(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -61,12 +62,14 @@ class BootTimer:
         self.histogram = histogram
         self._lock = threading.Lock()
         self._starts: dict[str, float] = {}
-        self._last: dict[str, tuple[str, float]] = {}
+        # least recently updated first: forgetting the oldest is O(1), whatever the MACs
+        self._last: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     def __call__(self, mac: str, kind: str, when: float) -> None:
         with self._lock:
             last_kind, last_time = self._last.get(mac, ("", 0.0))
             self._last[mac] = (kind, when)
+            self._last.move_to_end(mac)
             if is_dhcp_answer(kind):
                 new_boot = last_kind in FINAL_STEPS or when - last_time > NEW_BOOT_AFTER
                 if mac not in self._starts or new_boot:
@@ -78,10 +81,11 @@ class BootTimer:
             self.histogram.labels(step=kind).observe(max(0.0, when - start))
 
     def _forget_oldest(self) -> None:
-        """Keep at most MAX_TRACKED clients (caller holds the lock)."""
+        """Keep at most MAX_TRACKED clients, the least recently seen go first (caller holds
+        the lock). A scan for the oldest here would cost every DHCP answer O(MAX_TRACKED)
+        once a flood of made-up MACs filled the table."""
         while len(self._last) > MAX_TRACKED:
-            mac = min(self._last, key=lambda m: self._last[m][1])
-            del self._last[mac]
+            mac, _ = self._last.popitem(last=False)
             self._starts.pop(mac, None)
 
 

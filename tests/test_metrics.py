@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from netboot.metrics import NEW_BOOT_AFTER, ServerMetrics, boot_stage
+from netboot.metrics import MAX_TRACKED, NEW_BOOT_AFTER, ServerMetrics, boot_stage
 
 MAC = "52:54:00:00:00:01"
 
@@ -46,6 +46,27 @@ def test_a_long_silence_starts_a_new_boot() -> None:
     metrics.boot_timer(MAC, "tftp", 3.0 + NEW_BOOT_AFTER)
     got = samples(metrics)
     assert got[("netboot_boot_step_seconds_sum", (("step", "tftp"),))] == 2.0
+
+
+def test_the_least_recently_seen_clients_are_forgotten_first() -> None:
+    """A flood of made-up MACs fills the table; the oldest go, a client seen again stays
+    (its boot still timed from its first answer)."""
+    metrics = ServerMetrics()
+    timer = metrics.boot_timer
+    timer(MAC, "dhcp-offer", 0.0)
+    flood = [
+        f"02:00:00:{i >> 16:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}"
+        for i in range(MAX_TRACKED + 10)
+    ]
+    for i, mac in enumerate(flood):
+        timer(mac, "dhcp-offer", 1.0 + i * 1e-4)
+        if i == MAX_TRACKED // 2:
+            timer(MAC, "tftp", 2.0)  # MAC seen again mid-flood
+    timer(MAC, "kernel", 4.0)  # still tracked: timed from its first answer at 0
+    timer(flood[0], "kernel", 4.0)  # among the oldest: forgotten, not timed
+    got = samples(metrics)
+    assert got[("netboot_boot_step_seconds_sum", (("step", "kernel"),))] == 4.0
+    assert got[("netboot_boot_step_seconds_count", (("step", "kernel"),))] == 1
 
 
 def test_counters_become_labelled_families() -> None:

@@ -6,13 +6,11 @@ through `endpoint.py` (glance, decode, counters), the address comes from `alloca
 (pure), the bytes from `replies.py` (pure), the lease file from `leases.py`, the
 start-up steps from `prerequisites.py`.
 
-Deciding may wait (an ARP probe before a new address is offered; the lease write before an
-ACK leaves), so each decoded request becomes a task; requests of one client are handled in
-order (`ordering.py`), and an address is taken in memory *before* any wait, so two clients
-never get the same one.
+Deciding may wait (an ARP probe before a new address is offered; the lease write before
+an ACK leaves), so each request becomes a task; one client's are handled in order
+(`ordering.py`); an address is taken in memory *before* any wait: no two clients share one.
 
-PXE clients get their lease and the same boot answer as in proxy mode; port 4011 is served
-by a ProxyDhcpServer for firmware that asks there anyway.
+PXE clients get a lease and proxy mode's boot answer; a ProxyDhcpServer serves port 4011.
 """
 
 from __future__ import annotations

@@ -236,7 +236,7 @@ class NetbootApp:
         if not await asyncio.to_thread(is_served_file, path):
             raise web.HTTPNotFound(text="memdisk is not installed (Debian: syslinux-common)\n")
         self.records.event(None, "kernel", ip=request.remote, file="memdisk")
-        return web.FileResponse(path, chunk_size=FILE_CHUNK)
+        return self._file_response(path)
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         # match_info is already percent-decoded; confine() refuses '..', NUL and escapes
@@ -257,7 +257,11 @@ class NetbootApp:
                 range=request.headers.get("Range"),
                 **layout.image_of_url(raw),
             )
-        if self.status_web is not None:  # the status page shows downloads under way
+        return self._file_response(path)
+
+    def _file_response(self, path: Path) -> web.FileResponse:
+        """A served file; the status page lists it while it is being sent."""
+        if self.status_web is not None:
             return self.status_web.file_response(path, chunk_size=FILE_CHUNK)
         return web.FileResponse(path, chunk_size=FILE_CHUNK)
 

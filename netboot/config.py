@@ -49,6 +49,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "client_idle_seconds": Key(
             int, 604800, _positive, "a client record unseen this long is dropped"
         ),
+        "client_log_lines": Key(
+            int, 500, _non_negative, "client steps logged a second at most (0: all)"
+        ),
         "http_idle_timeout": Key(
             int, 15, _positive, "seconds an HTTP connection may idle or send its request head"
         ),

@@ -15,6 +15,7 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from netboot.ratelimit import limited
 
@@ -106,49 +107,67 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
 
 class LeanEndpoint(DatagramEndpoint):
     """The same contract on a plain non-blocking socket read by a loop reader (add_reader),
-    for the per-block path of a TFTP transfer: asyncio's datagram transport allocates a
-    256 KiB buffer per recvfrom and adds several calls per packet, more than the transfer's
-    own work (docs/tftp.md#measured-bench-tftp_throughputpy). ICMP errors the kernel queued
-    (IP_RECVERR is always set) and send failures go to `on_error`; a datagram the socket
-    buffer has no room for is dropped (the sender's retransmission covers it), not queued."""
+    for the per-packet hot paths (a TFTP transfer's blocks, DHCP in a storm): asyncio's
+    datagram transport allocates a 256 KiB buffer per recvfrom, reads one datagram per
+    wake-up and adds several calls per packet, more than the protocol's own work
+    (docs/tftp.md#measured-bench-tftp_throughputpy). Up to `batch` queued datagrams are read
+    per wake-up, so a burst costs one pass of the loop, not one per packet. ICMP errors the
+    kernel queued (IP_RECVERR, set by `open`) and send failures go to `on_error`; a datagram
+    the socket buffer has no room for is dropped (the sender's retransmission covers it),
+    not queued."""
 
     RECV_SIZE = 2048  # ACKs are 4 bytes, ERRORs short; longer datagrams are truncated
     sock: socket.socket | None = None
+
+    def __init__(self, *args: Any, batch: int = 1, recv_size: int = RECV_SIZE, **kw: Any):
+        super().__init__(*args, **kw)
+        self.batch = batch
+        self.recv_size = recv_size
 
     def open(self, host: str) -> LeanEndpoint:
         """Bind a free port on `host` and start reading (call on the running loop)."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setblocking(False)
             sock.bind((host, 0))
             if family == socket.AF_INET:
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-            self._loop = asyncio.get_running_loop()
-            self._loop.add_reader(sock.fileno(), self._readable)
+            self.adopt(sock)
         except BaseException:
             sock.close()
             raise
+        return self
+
+    def adopt(self, sock: socket.socket) -> LeanEndpoint:
+        """Start reading a ready (bound) socket; it is closed by `close`."""
+        sock.setblocking(False)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
         self.sock = sock
         self._recvfrom = sock.recvfrom
         self._sendto = sock.sendto
         return self
 
     def _readable(self) -> None:
-        try:
-            data, addr = self._recvfrom(self.RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.error_received(exc)
-            return
-        try:
-            self.handler(data, addr)
-        except Exception:  # a bug must cost one packet, never the socket
-            self.handler_failed(addr)
+        for _ in range(self.batch):
+            try:
+                data, addr = self._recvfrom(self.recv_size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            try:
+                self.handler(data, addr)
+            except Exception:  # a bug must cost one packet, never the socket
+                self.handler_failed(addr)
+            if self.sock is None:  # the handler closed us
+                return
 
     def report_icmp_errors(self) -> None:
-        """Already on (see open)."""
+        """IP_RECVERR (already on for a socket `open` made)."""
+        if self.sock is not None and self.sock.family == socket.AF_INET:
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
 
     def send(self, payload: bytes, destination: Address) -> None:
         if self.sock is None:

@@ -66,6 +66,41 @@ class RateLimitedLog:
         return True
 
 
+class LineBudget:
+    """At most `per_second` lines a second for a kind of line that is normal one at a time
+    but comes in floods (a client's boot steps: a room powering on, or a DISCOVER flood).
+    Lines over the budget are counted, not written; the first line allowed after them says
+    how many were left out and since when. Writing a log line costs more than answering a
+    DHCP packet from a template, so an unbounded log would set the storm's pace (and fill
+    the disk, or meet journald's own rate limit, which drops lines without a count)."""
+
+    def __init__(self, per_second: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self.clock = clock
+        self._second = -1
+        self._used = 0
+        self._skipped = 0
+        self._skipped_since = 0.0  # time.time() of the first line left out
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[int, float] | None:
+        """None: over the budget, leave the line out. Else (lines left out before this one,
+        the wall-clock time the first of them was left out; 0 and 0.0 when none were)."""
+        second = int(self.clock())
+        with self._lock:
+            if second != self._second:
+                self._second, self._used = second, 0
+            if self._used >= self.per_second:
+                if not self._skipped:
+                    self._skipped_since = time.time()
+                self._skipped += 1
+                return None
+            self._used += 1
+            skipped, since = self._skipped, self._skipped_since
+            self._skipped = 0
+            return skipped, since
+
+
 _limiters: dict[str, RateLimitedLog] = {}
 
 

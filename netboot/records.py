@@ -11,6 +11,7 @@ when HTTP has one) gets a consistent copy: `as_dict` and `snapshot` copy under t
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -19,15 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netboot.ratelimit import limited
+from netboot.ratelimit import LineBudget, limited
 from netboot.untrusted import clip, for_log
 
 log = logging.getLogger("netboot.clients")
 
 MAX_EVENTS_PER_CLIENT = 64  # a boot is ~10 steps: a few boots' worth
 MAX_CLIENTS = 10000  # default of server.max_clients
+CLIENT_LOG_LINES = 500  # default of server.client_log_lines (a second)
+MAX_RENDERED = 1024  # step details kept ready to store and log (a room has a few kinds)
 CLIENT_IDLE_SECONDS = 7 * 86400  # default of server.client_idle_seconds
 ARP_TABLE = Path("/proc/net/arp")
+CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 # details of a step that describe the client rather than the step: kept in its facts
 FACTS = (
     "arch", "firmware", "ipxe", "image", "version", "hostname",
@@ -70,6 +74,8 @@ class ClientRecord:
 
 def normalize_mac(mac: str) -> str:
     """'52-54-00-AB-CD-EF', '525400abcdef' or '52:54:00:ab:cd:ef' -> '52:54:00:ab:cd:ef'."""
+    if CANONICAL_MAC.fullmatch(mac):  # what DHCP hands in: every step of a storm
+        return mac
     digits = "".join(c for c in mac.lower() if c in "0123456789abcdef")
     if len(digits) != 12:
         raise ValueError(f"not a MAC address: {mac!r}")
@@ -103,10 +109,14 @@ class ClientRecords:
         *,
         max_clients: int = MAX_CLIENTS,
         idle_seconds: float = CLIENT_IDLE_SECONDS,
+        log_lines: int = CLIENT_LOG_LINES,
     ) -> None:
         """`on_event(mac, kind, time)` is called after each recorded step, outside the lock,
-        on the writer's thread (netboot/metrics.py times boot steps with it)."""
+        on the writer's thread (netboot/metrics.py times boot steps with it). At most
+        `log_lines` steps a second are logged (0: all); every step is recorded."""
         self.on_event = on_event
+        self._log_budget = LineBudget(log_lines) if log_lines else None
+        self._rendered: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
         self.max_clients = max_clients
         self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
@@ -140,14 +150,13 @@ class ClientRecords:
         if mac is None and ip:
             mac = self.mac_for_ip(ip)
         now = time.time()
-        detail = {k: clip(v) if isinstance(v, str) else v for k, v in detail.items()}
+        detail, parts = self._render(detail)
         where = f" ip={for_log(ip)}" if ip else ""
-        parts = " ".join(f"{k}={for_log(v)}" for k, v in detail.items() if v not in (None, ""))
         if mac is None:  # a machine we never saw: spoofed sources must not flood the log
             limited(log)("unknown", logging.INFO, "client unknown %s%s %s", kind, where, parts)
             return None
-        log.info("client %s %s%s %s", for_log(mac), kind, where, parts)
         mac = normalize_mac(mac)
+        self._log(mac, kind, where, parts)
         with self._lock:
             record = self._record(mac, now)
             record.last_seen = now
@@ -161,6 +170,44 @@ class ClientRecords:
         if self.on_event is not None:
             self.on_event(mac, kind, now)
         return record
+
+    def _render(self, detail: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The detail clipped for the record, and as `k=v` text for the log. Every client of
+        a kind sends the same details (arch, boot file, port...), so the result is kept per
+        distinct detail: a boot storm's thousands of steps are rendered a few times."""
+        try:
+            key = tuple(detail.items())
+            hash(key)
+        except TypeError:  # a list or dict among the values: render it each time
+            key = ()
+        known = self._rendered.get(key) if key else None
+        if known is not None:
+            return known
+        clipped = {k: clip(v) if isinstance(v, str) else v for k, v in detail.items()}
+        parts = " ".join(f"{k}={for_log(v)}" for k, v in clipped.items() if v not in (None, ""))
+        if key:
+            if len(self._rendered) >= MAX_RENDERED:  # made-up hostnames: start again
+                self._rendered.clear()
+            self._rendered[key] = (clipped, parts)
+        return clipped, parts
+
+    def _log(self, mac: str, kind: str, where: str, parts: str) -> None:
+        """The step's log line, within the budget; the first line after a flood says how
+        many were left out (the records kept them all)."""
+        if self._log_budget is not None:
+            taken = self._log_budget.take()
+            if taken is None:
+                return
+            skipped, since = taken
+            if skipped:
+                log.info(
+                    "client log lines: %d not written since %s (over %d a second); every "
+                    "step is in the client records (/api/clients)",
+                    skipped,
+                    time.strftime("%H:%M:%S", time.localtime(since)),
+                    self._log_budget.per_second,
+                )
+        log.info("client %s %s%s %s", mac, kind, where, parts)
 
     def _map_ip(self, ip: str, mac: str) -> None:
         """ip -> mac, most recent last; the oldest mapping goes past the bound (caller holds

@@ -137,6 +137,7 @@ class NetbootServer:
             on_event=self.metrics.boot_timer,
             max_clients=config.server.max_clients,
             idle_seconds=config.server.client_idle_seconds,
+            log_lines=config.server.client_log_lines,
         )
         self.started = time.time()
         self.http: HttpServer | HttpServerThread | None = None

@@ -73,3 +73,50 @@ def test_snapshot_pages() -> None:
     page = records.snapshot(offset=20, limit=10)
     assert [r["mac"] for r in page] == [mac(i) for i in range(20, 25)]
     assert len(records.snapshot(limit=10)) == 10
+
+
+def test_log_lines_are_budgeted_and_the_gap_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """A storm logs at most `log_lines` steps a second; every step is still recorded, and
+    the first line after the flood says how many lines were left out."""
+    clock = [100.0]
+    caplog.set_level(logging.INFO, logger="netboot.clients")
+    records = ClientRecords(log_lines=5)
+    assert records._log_budget is not None
+    records._log_budget.clock = lambda: clock[0]
+    for i in range(50):
+        records.event(mac(i), "dhcp-offer", arch=7, boot_file="ipxe/snponly.efi")
+    assert len(records) == 50
+    assert all(records.get(mac(i)) is not None for i in range(50))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"client {mac(i)} dhcp-offer arch=7 boot_file=ipxe/snponly.efi" for i in range(5)
+    ]
+    clock[0] += 1
+    records.event(mac(99), "tftp", file="x")
+    gap, step = [r.getMessage() for r in caplog.records][5:]
+    assert gap.startswith("client log lines: 45 not written since ")
+    assert "over 5 a second" in gap
+    assert step == f"client {mac(99)} tftp file=x"
+
+
+def test_unlimited_log_lines_with_zero(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="netboot.clients")
+    records = ClientRecords(log_lines=0)
+    for i in range(2000):
+        records.event(mac(i), "dhcp-offer")
+    assert len(caplog.records) == 2000
+
+
+def test_rendered_details_are_reused_but_never_mixed_up() -> None:
+    """Details are rendered once per distinct detail; a made-up value per client (hostile
+    hostnames) neither grows the cache past its bound nor leaks into another record."""
+    records = ClientRecords(log_lines=0)
+    for i in range(3 * records_mod.MAX_RENDERED):
+        records.event(mac(i % 50), "dhcp-offer", arch=7, hostname=f"pc-{i}")
+        assert len(records._rendered) <= records_mod.MAX_RENDERED
+    final = 3 * records_mod.MAX_RENDERED - 1
+    last = records.as_dict(mac(final % 50))
+    assert last is not None and last["events"][-1]["hostname"] == f"pc-{final}"
+    records.event(mac(1), "script", images=["a", "b"])  # unhashable: rendered each time
+    stored = records.as_dict(mac(1))
+    assert stored is not None and stored["events"][-1]["images"] == ["a", "b"]

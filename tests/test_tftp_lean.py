@@ -174,3 +174,44 @@ async def test_server_stops_retransmitting_once_acknowledged(tmp_path: Path):
         assert server.stats["retransmits"] == 0 and server.stats["completed"] == 1
     finally:
         await server.close()
+
+
+async def test_lean_endpoint_reads_a_burst_per_wake_up_and_stops_when_closed():
+    """With `batch`, the datagrams queued before the loop looks are read in one pass
+    (a DHCP storm's burst); a handler that closes the endpoint ends the pass there."""
+    stats: collections.Counter[str] = collections.Counter()
+    got: list[bytes] = []
+    passes: list[int] = []
+
+    def handler(data: bytes, addr: tuple[str, int]) -> None:
+        got.append(data)
+        if data == b"close":
+            endpoint.close()
+
+    endpoint = LeanEndpoint(stats, logging.getLogger("test"), "test packet", handler, batch=8)
+    endpoint.open(HOST)
+    readable = endpoint._readable
+
+    def counted() -> None:
+        before = len(got)
+        readable()
+        passes.append(len(got) - before)
+
+    loop = asyncio.get_running_loop()
+    loop.remove_reader(endpoint.sock.fileno())  # type: ignore[union-attr]
+    loop.add_reader(endpoint.sock.fileno(), counted)  # type: ignore[union-attr]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(20):  # queued before the loop runs again
+            sender.sendto(b"%d" % i, (HOST, endpoint.port))
+        await until(lambda: len(got) == 20)
+        assert passes[:3] == [8, 8, 4]
+        assert got == [b"%d" % i for i in range(20)]
+        for payload in (b"close", b"after"):
+            sender.sendto(payload, (HOST, endpoint.port))
+        await until(lambda: endpoint.sock is None)
+        await asyncio.sleep(0.05)
+        assert got[-1] == b"close" and stats["errors"] == 0
+    finally:
+        sender.close()
+        endpoint.close()

@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from netboot.datagram import Address, DatagramEndpoint, open_endpoint
+from netboot.datagram import Address, LeanEndpoint
 from netboot.dhcp import packet
 from netboot.dhcp.packet import DhcpRequest
 from netboot.dhcp.prefilter import BOOTREQUEST, Glance, glance
@@ -22,6 +22,8 @@ from netboot.ratelimit import limited
 from netboot.untrusted import for_log
 
 Reply = tuple[bytes, Address]
+BATCH = 32  # datagrams read per wake-up of the loop
+RECV_SIZE = 65535  # whole datagrams, however long (a real one is under 1,500 bytes)
 Wanted = Callable[[Glance], bool]
 RequestHandler = Callable[[DhcpRequest, Address], Reply | None]
 LightDecoder = Callable[[bytes], DhcpRequest | None]  # a decode without scapy, or None
@@ -74,9 +76,11 @@ def message_name(msg_type: int) -> str:
     return packet.MESSAGE_NAMES.get(msg_type, "other")
 
 
-class DhcpEndpoint(DatagramEndpoint):
+class DhcpEndpoint(LeanEndpoint):
     """One DHCP port: decode what `wanted` lets through, hand it to `on_request`, send the
-    reply it returns (None: no reply now; an asynchronous answer uses `send` later)."""
+    reply it returns (None: no reply now; an asynchronous answer uses `send` later). Read
+    the lean way, a burst at a time: a room powering on is thousands of DISCOVERs a second
+    (docs/performance.md)."""
 
     def __init__(
         self,
@@ -86,7 +90,9 @@ class DhcpEndpoint(DatagramEndpoint):
         on_request: RequestHandler,
         light: LightDecoder | None = None,
     ) -> None:
-        super().__init__(stats, log, "DHCP packet", self._on_datagram)
+        super().__init__(
+            stats, log, "DHCP packet", self._on_datagram, batch=BATCH, recv_size=RECV_SIZE
+        )
         self.wanted = wanted
         self.on_request = on_request
         self.light = light
@@ -120,7 +126,7 @@ async def open_dhcp_endpoint(
     sock = open_udp_socket(port, interface)
     try:
         endpoint = DhcpEndpoint(stats, log, wanted, on_request, light)
-        await open_endpoint(endpoint, sock=sock)
+        endpoint.adopt(sock)
     except BaseException:
         sock.close()
         raise

@@ -14,11 +14,13 @@ so client start-up never lands on its loop and its CPU time can be read from /pr
 - `small-noopt xN`: the small file (an iPXE binary) fetched by N tftp-hpa clients at once.
 
 With `--floor`, a third server runs the no-options cases: the least a Python lock-step
-server can do per block on an asyncio loop (`serve_floor`), the floor netboot is measured
-against. Every case runs netboot then dnsmasq back to back, `--repeats` times; each line carries the
-1-minute load average when it started, wall seconds, the server's CPU ms, and its user and
-system CPU µs per DATA block (from /proc, 10 ms ticks). The last lines are the ratios
-(dnsmasq seconds / netboot seconds: above 1 means netboot is faster).
+server can do per block on the same event loop (`serve_floor`), the floor netboot is
+measured against. Both Python servers run on the loop `netboot serve` runs on (uvloop;
+`NETBOOT_LOOP=asyncio` for the stock asyncio loop). Every case runs netboot then dnsmasq
+back to back, `--repeats` times; each line carries the 1-minute load average when it
+started, wall seconds, the server's CPU ms, and its user and system CPU µs per DATA block
+(from /proc, 10 ms ticks). The last lines are the ratios (dnsmasq seconds / netboot
+seconds: above 1 means netboot is faster).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from netboot import eventloop
 
 CLONE_NEWNET = 0x40000000
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -228,7 +232,8 @@ def main() -> None:
     parser.add_argument("--serve-floor", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve or args.serve_floor:
-        asyncio.run(serve(args.serve) if args.serve else serve_floor(args.serve_floor))
+        # the loop `netboot serve` runs on (uvloop; NETBOOT_LOOP=asyncio for the stock one)
+        eventloop.run(serve(args.serve) if args.serve else serve_floor(args.serve_floor))
         return
     args.clients = [int(n) for n in args.clients.split(",")]
     run(args)

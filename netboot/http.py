@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from netboot import layout
+from netboot import eventloop, layout
 from netboot.api_files import ApiFileProxy
 from netboot.boot import BootPolicy, ipxe
 from netboot.boot.api import FILE_PATH
@@ -356,7 +356,7 @@ class HttpServerThread:
         return self._server.stats
 
     async def start(self, host: str, ports: list[int]) -> int:
-        loop = asyncio.new_event_loop()
+        loop = eventloop.new_loop()
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name="netboot-http", daemon=True)
         self._thread.start()

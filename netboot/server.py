@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from netboot import layout, reload, sdnotify
+from netboot import eventloop, layout, reload, sdnotify
 from netboot.boot import BootPolicy, grub
 from netboot.config import Config, ConfigError
 from netboot.dhcp.proxy import ProxyDhcpServer
@@ -264,13 +264,14 @@ class NetbootServer:
         publisher = InUsePublisher(self.config.root, self.records.booted_versions)
         self._in_use_task = asyncio.create_task(publisher.run(), name="netboot-in-use")
         log.info(
-            "netboot serving %s on %s: HTTP %s, TFTP %s, DHCP %s, root %s",
+            "netboot serving %s on %s: HTTP %s, TFTP %s, DHCP %s, root %s, loop %s",
             self.server_ip,
             self.interface.name,
             self.policy.http_base,
             server.tftp_port or "off",
             server.dhcp,
             self.config.root,
+            eventloop.name(),
         )
 
     async def _start_service(self, name: str, service: Service, starting: Awaitable[None]) -> None:

@@ -7,7 +7,6 @@ A bad config, an unknown interface or a port already taken is raised as a `UserE
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from pathlib import Path
 
@@ -59,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netboot import eventloop
     from netboot.netinfo import pick_interface
     from netboot.server import NetbootServer, run_until_signalled
 
@@ -70,4 +70,4 @@ def run(args: argparse.Namespace) -> int:
     interface = pick_interface(server_conf.interface, server_conf.address)
     server = NetbootServer(config, interface, server_conf.address or interface.address)
     # SIGHUP re-reads the same file with the same flags laid over it
-    return asyncio.run(run_until_signalled(server, lambda: load_for_command(args.config, flags)))
+    return eventloop.run(run_until_signalled(server, lambda: load_for_command(args.config, flags)))

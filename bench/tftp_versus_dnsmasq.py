@@ -1,7 +1,7 @@
 """netboot's TFTP server side by side with dnsmasq's, same files, same clients, same run.
 
     sudo .venv/bin/python bench/tftp_versus_dnsmasq.py [--size-mb 50] [--repeats 3]
-        [--clients 1,10,50] [--small /boot/ipxe.efi]
+        [--clients 1,10,50] [--small /boot/ipxe.efi] [--floor] [--pin]
 
 Runs in a private network namespace (so dnsmasq can take 127.0.0.1:69 without touching the
 host's port 69). netboot's TftpServer runs in a child process of its own, as dnsmasq does,
@@ -42,6 +42,7 @@ from pathlib import Path
 from netboot import eventloop
 
 CLONE_NEWNET = 0x40000000
+PINNED = False  # --pin
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -67,6 +68,11 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 def client_command(case: Case, port: int, dest: Path) -> list[str]:
+    pin = ["taskset", "-c", "1"] if PINNED else []
+    return pin + _client_command(case, port, dest)
+
+
+def _client_command(case: Case, port: int, dest: Path) -> list[str]:
     if not case.options:
         get = f"get {case.file} {dest}"
         return ["tftp", "127.0.0.1", str(port), "-m", "binary", "-c", *get.split()]
@@ -102,9 +108,17 @@ def start_python(root: Path, mode: str = "--serve") -> tuple[subprocess.Popen, i
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=_pin_server,
     )
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
+
+
+def _pin_server() -> None:
+    """With --pin, every server runs on CPU 0 (clients on CPU 1): the server its own
+    machine, as on a LAN, instead of sharing both cores with 50 client processes."""
+    if PINNED:
+        os.sched_setaffinity(0, {0})
 
 
 def start_dnsmasq(root: Path) -> tuple[subprocess.Popen, int]:
@@ -112,7 +126,7 @@ def start_dnsmasq(root: Path) -> tuple[subprocess.Popen, int]:
         ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
          "--listen-address=127.0.0.1", "--bind-interfaces", "--user=root", "--pid-file=",
          "--enable-tftp", f"--tftp-root={root}", "--tftp-max=500", "--log-facility=-"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin_server,
     )  # fmt: skip
     time.sleep(0.5)
     return proc, 69
@@ -228,6 +242,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,10,50", help="concurrent small-file clients")
     parser.add_argument("--small", default="/boot/ipxe.efi", help="the small file")
     parser.add_argument("--floor", action="store_true", help="also the floor server, see above")
+    parser.add_argument("--pin", action="store_true", help="servers on CPU 0, clients on CPU 1")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,6 +251,8 @@ def main() -> None:
         eventloop.run(serve(args.serve) if args.serve else serve_floor(args.serve_floor))
         return
     args.clients = [int(n) for n in args.clients.split(",")]
+    global PINNED
+    PINNED = args.pin
     run(args)
 
 

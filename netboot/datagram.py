@@ -204,3 +204,47 @@ async def open_endpoint(
     loop = asyncio.get_running_loop()
     await loop.create_datagram_endpoint(lambda: endpoint, sock=sock, local_addr=local_addr)
     return endpoint
+
+
+async def _until(sock: socket.socket, writable: bool) -> None:
+    """Wait until `sock` can be read (or written) through the loop's own selector."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = sock.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    if writable:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        if writable:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def sendto(sock: socket.socket, data: bytes, addr: Address) -> None:
+    """loop.sock_sendto for every loop netboot runs on: uvloop does not implement it."""
+    while True:
+        try:
+            sock.sendto(data, addr)
+            return
+        except (BlockingIOError, InterruptedError):
+            await _until(sock, writable=True)
+
+
+async def recvfrom(sock: socket.socket, size: int) -> tuple[bytes, Address]:
+    """loop.sock_recvfrom for every loop netboot runs on (see sendto); `sock` is
+    non-blocking."""
+    while True:
+        try:
+            data, addr = sock.recvfrom(size)
+            return data, (addr[0], addr[1])
+        except (BlockingIOError, InterruptedError):
+            await _until(sock, writable=False)

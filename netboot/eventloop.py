@@ -3,9 +3,12 @@
 Every packet of a storm costs one pass of the loop: a wake-up, a reader callback, a send.
 On the stock asyncio loop that pass is Python code; on uvloop it is C, and bench/ measures
 the difference (docs/performance.md, docs/tftp.md): about a quarter less CPU per TFTP block
-and per DHCP answer. Nothing else changes: transports, executors, subprocesses and signal
-handlers behave the same. The stock loop is used when uvloop is missing (an odd install)
-or NETBOOT_LOOP=asyncio asks for it (to tell a loop problem from ours).
+and per DHCP answer. Transports, executors, subprocesses and signal handlers behave the
+same; two things uvloop lacks are worked around: loop.sock_sendto/sock_recvfrom
+(netboot.datagram.sendto/recvfrom serve every loop) and loop.sendfile (the HTTP thread
+keeps the stock loop, whose sendfile is the kernel's zero-copy one). The stock loop is
+used when uvloop is missing (an odd install) or NETBOOT_LOOP=asyncio asks for it (to tell
+a loop problem from ours).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ T = TypeVar("T")
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
-    """A new event loop of the kind `netboot serve` uses (also for its HTTP thread)."""
+    """A new event loop of the kind `netboot serve` uses."""
     if os.environ.get("NETBOOT_LOOP", "uvloop") != "asyncio":
         try:
             import uvloop

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from netboot import eventloop, layout
+from netboot import layout
 from netboot.api_files import ApiFileProxy
 from netboot.boot import BootPolicy, ipxe
 from netboot.boot.api import FILE_PATH
@@ -356,7 +356,9 @@ class HttpServerThread:
         return self._server.stats
 
     async def start(self, host: str, ports: list[int]) -> int:
-        loop = eventloop.new_loop()
+        # the stock loop, not uvloop: uvloop has no loop.sendfile, and aiohttp would then
+        # copy every file through Python instead of the kernel's zero-copy sendfile
+        loop = asyncio.new_event_loop()
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name="netboot-http", daemon=True)
         self._thread.start()

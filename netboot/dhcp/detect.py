@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from scapy.layers.dhcp import BOOTP, DHCP
 
+from netboot.datagram import recvfrom, sendto
 from netboot.dhcp.packet import (
     OFFER,
     OPT_MSG_TYPE,
@@ -132,7 +133,6 @@ async def collect_offers(
             f"cannot look for other DHCP servers on {interface or 'any interface'}: "
             f"UDP port {port}: {exc.strerror}"
         ) from None
-    loop = asyncio.get_running_loop()
     discover = made_up_discover(mac, xid, pxe=pxe)
     found: list[Offer] = []
     deadline = time.monotonic() + timeout
@@ -144,7 +144,7 @@ async def collect_offers(
                 break
             if now >= next_send:
                 try:
-                    await loop.sock_sendto(sock, discover, (LIMITED_BROADCAST, server_port))
+                    await sendto(sock, discover, (LIMITED_BROADCAST, server_port))
                 except OSError as exc:
                     raise DetectError(
                         f"cannot send a DHCP DISCOVER on {interface or 'any interface'}: "
@@ -153,7 +153,7 @@ async def collect_offers(
                 next_send = now + RESEND_EVERY
             wait = min(deadline, next_send) - now
             try:
-                data, addr = await asyncio.wait_for(loop.sock_recvfrom(sock, 4096), wait)
+                data, addr = await asyncio.wait_for(recvfrom(sock, 4096), wait)
             except TimeoutError:
                 continue
             offer = read_offer(data, xid, mac, addr[0])

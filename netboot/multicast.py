@@ -55,6 +55,7 @@ class MulticastSessions:
         self.config = config
         self.interface = interface
         self.sender = sender
+        self._opening = asyncio.Lock()
         self.sessions: dict[int, Session] = {}  # by port base: one slot each
         self.stats: dict[str, int] = {
             "offered": 0,
@@ -92,6 +93,12 @@ class MulticastSessions:
         """{portbase, ttl, timeout} of the session to join, or {reason} to use HTTP."""
         if not SAFE_NAME.match(image) or not SAFE_NAME.match(version):
             return self._decline("bad image or version name")
+        # one ask at a time past here: asks arriving together must see the session the
+        # first of them is still starting, not open one each
+        async with self._opening:
+            return await self._join_or_open(image, version)
+
+    async def _join_or_open(self, image: str, version: str) -> dict[str, Any]:
         now = time.monotonic()
         for session in self.sessions.values():
             joinable = now - session.opened < self.window - JOIN_MARGIN

@@ -160,3 +160,25 @@ def test_every_slot_busy_sends_the_client_to_http(tmp_path: Path) -> None:
     assert busy == {"reason": "all multicast sessions are busy"}
     assert again["portbase"] == 9000
     assert stats["started"] == 3 and stats["declined"] == 1, stats
+
+
+def test_asks_arriving_together_join_one_session(tmp_path: Path) -> None:
+    """A room's asks land within milliseconds: while the first is still starting its
+    sender, the others must wait for it and join, not open a session each."""
+    root = tmp_path / "root"
+    publish(root)
+    sender = tmp_path / "fake-udp-sender"
+    sender.write_text("#!/bin/sh\nexec sleep 30\n")
+    sender.chmod(0o755)
+    settings = config.parse({"server": {"root": str(root)}}, "test")
+
+    async def scenario() -> tuple[list[dict], dict]:
+        sessions = MulticastSessions(settings, "lo", sender=str(sender))
+        answers = await asyncio.gather(*(sessions.offer(IMAGE, VERSION) for _ in range(5)))
+        stats = dict(sessions.stats)
+        await sessions.close()
+        return list(answers), stats
+
+    answers, stats = asyncio.run(scenario())
+    assert [answer.get("portbase") for answer in answers] == [9000] * 5, answers
+    assert stats["started"] == 1 and stats["offered"] == 5, stats

@@ -11,7 +11,7 @@ DEBS=(ipxe squashfs-tools busybox-static qemu-system-x86 ovmf dnsmasq-base iprou
       debootstrap arping python3-venv nfs-ganesha nfs-ganesha-vfs udpcast nftables
       chromium chromium-driver debian-installer-12-netboot-amd64 isc-dhcp-relay
       shim-signed grub-efi-amd64-signed grub-common sbsigntool qemu-system-arm qemu-efi-aarch64
-      syslinux-common isolinux xorriso ltsp rpcbind)
+      syslinux-common isolinux xorriso ltsp rpcbind smcroute)
 VENV=${NETBOOT_VENV:-$PWD/.venv}
 
 need_debs() {
@@ -25,11 +25,11 @@ need_debs() {
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-        # nfs-ganesha, rpcbind and ltsp are only for the NFS and LTSP tests, run inside their
-        # own namespaces: keep the host's services (enabled by the packages on systemd hosts) off
+        # nfs-ganesha, rpcbind, ltsp and smcroute are only for tests, run inside their own
+        # namespaces: keep the host's services (enabled by the packages on systemd hosts) off
         if [ -d /run/systemd/system ]; then
             systemctl disable --now nfs-ganesha.service rpcbind.socket rpcbind.service \
-                ltsp.service >/dev/null 2>&1 || true
+                ltsp.service smcroute.service >/dev/null 2>&1 || true
         fi
     fi
 }

@@ -17,6 +17,7 @@ from typing import Any
 from netboot.config_values import (
     ConfigError,
     Key,
+    _between,
     _check_value,
     _http_url_or_empty,
     _ipv4_list,
@@ -27,6 +28,7 @@ from netboot.config_values import (
     _one_of,
     _port,
     _positive,
+    _routable_group_or_empty,
     _str_list,
 )
 
@@ -81,6 +83,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "multicast_sessions": Key(int, 4, _positive, "udpcast sessions at once (2 ports each)"),
         "multicast_window": Key(int, 5, _positive, "seconds clients may join one session"),
         "multicast_max_bitrate": Key(str, "", help="udp-sender --max-bitrate (e.g. 90m)"),
+        "multicast_rdv_address": Key(
+            str, "", _routable_group_or_empty, "udpcast rendez-vous group (empty: link-local)"
+        ),
+        "multicast_ttl": Key(int, 32, _between(1, 255), "TTL of udpcast packets"),
         "loader": Key(str, "ipxe", _one_of("ipxe", "grub"), "UEFI boot loader: ipxe or grub"),
         "api": Key(str, "", _http_url_or_empty, "pixiecore-style boot API deciding each boot"),
         "api_proxy": Key(bool, True, help="clients fetch the API's files through netboot"),

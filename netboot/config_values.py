@@ -59,6 +59,21 @@ def _ipv4_or_empty(value: Any) -> str | None:
     return None
 
 
+def _routable_group_or_empty(value: Any) -> str | None:
+    """Empty, or an IPv4 multicast group routers may forward (not 224.0.0.0/24)."""
+    if value == "":
+        return None
+    try:
+        group = ipaddress.IPv4Address(value)
+    except ValueError:
+        return f"{value!r} is not an IPv4 address"
+    if not group.is_multicast:
+        return f"{value} is not a multicast address (224.0.0.0/4)"
+    if group in ipaddress.IPv4Network("224.0.0.0/24"):
+        return f"{value} is link-local (224.0.0.0/24 is never routed)"
+    return None
+
+
 def _ipv4_list(value: Any) -> str | None:
     for item in value:
         if not isinstance(item, str) or _ipv4_or_empty(item) or item == "":
@@ -74,6 +89,13 @@ def _http_url_or_empty(value: Any) -> str | None:
 
 def _positive(value: Any) -> str | None:
     return None if value > 0 else "must be greater than 0"
+
+
+def _between(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be {low}-{high}"
+
+    return check
 
 
 def _non_negative(value: Any) -> str | None:

@@ -31,7 +31,7 @@ from netboot.boot.facts import facts_from_query
 from netboot.boot.menu import MEMDISK_PATH
 from netboot.config import Config
 from netboot.http_guard import CappedListener, protocol_logger, quiet_resource_errors
-from netboot.multicast import SAFE_NAME, shell_answer
+from netboot.multicast import SAFE_NAME, Offer, shell_answer
 from netboot.paths import UnsafePath, confine
 from netboot.ratelimit import RateLimitedLog
 from netboot.records import ClientRecords, normalize_mac
@@ -100,7 +100,7 @@ class NetbootApp:
         policy: Callable[[], BootPolicy | None],
         stats: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         status_web: StatusWeb | None = None,
-        multicast: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None,
+        multicast: Offer | None = None,
     ) -> None:
         self.config = config
         self.records = records
@@ -180,7 +180,7 @@ class NetbootApp:
             answer = {"reason": "multicast is not enabled on this server"}
         else:
             answer = await self.multicast(
-                request.match_info["image"], request.match_info["version"]
+                request.match_info["image"], request.match_info["version"], request.remote or ""
             )
         image = request.match_info["image"]
         self.records.event(

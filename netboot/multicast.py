@@ -8,6 +8,9 @@ receiver connected). A client asking later, while that session runs, opens the n
 session on a free port base, which later askers join in turn: a room whose asks spread
 over more than one window costs one image per window, not one per late client. Only when
 all `boot.multicast_sessions` slots are busy is a client told to use HTTP.
+The rendez-vous goes to 224.0.0.1 (link-local) unless `boot.multicast_rdv_address` names a
+group the site's routers forward: without it, a client off the interface's subnets is told
+at once to use HTTP instead of waiting for a session it could never join.
 Senders are asyncio subprocesses (never blocking the loop), reaped when they exit and
 killed when the server stops. See docs/storms.md for the measurements and network needs.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 import shutil
@@ -26,12 +30,12 @@ from typing import Any
 
 from netboot import layout
 from netboot.config import Config
+from netboot.netinfo import interface_networks
 
 log = logging.getLogger("netboot.multicast")
 
 SENDER = "udp-sender"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
-TTL = 32  # both sides: the receiver's hello then goes to 224.0.0.1, not the broadcast
 JOIN_MARGIN = 1.5  # seconds before the sender starts when we stop sending askers to it
 CLIENT_SLACK = 10  # the receiver's --start-timeout beyond the window
 
@@ -51,16 +55,25 @@ class Session:
 class MulticastSessions:
     """The udp-senders of one `netboot serve`; call `offer` on the loop that owns it."""
 
-    def __init__(self, config: Config, interface: str, sender: str = SENDER) -> None:
+    def __init__(
+        self,
+        config: Config,
+        interface: str,
+        sender: str = SENDER,
+        networks: Callable[[], list[ipaddress.IPv4Network]] | None = None,
+    ) -> None:
         self.config = config
         self.interface = interface
         self.sender = sender
+        # the interface's subnets, read at each ask (an address may be added while serving)
+        self.networks = networks or (lambda: interface_networks(interface))
         self._opening = asyncio.Lock()
         self.sessions: dict[int, Session] = {}  # by port base: one slot each
         self.stats: dict[str, int] = {
             "offered": 0,
             "started": 0,
             "declined": 0,
+            "off_segment": 0,
             "sender_failed": 0,
         }
 
@@ -79,20 +92,45 @@ class MulticastSessions:
 
     def _answer(self, session: Session) -> dict[str, Any]:
         self.stats["offered"] += 1
-        return {
+        answer: dict[str, Any] = {
             "portbase": session.portbase,
-            "ttl": TTL,
+            "ttl": self.config.boot.multicast_ttl,
             "timeout": self.window + CLIENT_SLACK,
         }
+        if self.config.boot.multicast_rdv_address:
+            answer["rdv"] = self.config.boot.multicast_rdv_address
+        return answer
 
     def _decline(self, reason: str) -> dict[str, Any]:
         self.stats["declined"] += 1
         return {"reason": reason}
 
-    async def offer(self, image: str, version: str) -> dict[str, Any]:
-        """{portbase, ttl, timeout} of the session to join, or {reason} to use HTTP."""
+    def _unreachable(self, client_ip: str) -> str | None:
+        """Why the client at `client_ip` (the HTTP peer) cannot join a session, or None.
+        With a routed rendez-vous group anyone may; without, only the interface's subnets."""
+        if self.config.boot.multicast_rdv_address:
+            return None
+        try:
+            address = ipaddress.IPv4Address(client_ip)
+        except ValueError:
+            return "client address unknown; multicast rendez-vous is link-local"
+        networks = self.networks()
+        if any(address in network for network in networks):
+            return None
+        subnets = ", ".join(str(network) for network in networks) or "no IPv4 address"
+        return (
+            f"client {address} is not on the segment of {self.interface} ({subnets}); multicast "
+            "rendez-vous is link-local (boot.multicast_rdv_address unset)"
+        )
+
+    async def offer(self, image: str, version: str, client_ip: str) -> dict[str, Any]:
+        """{portbase, ttl, timeout[, rdv]} of the session to join, or {reason} to use HTTP."""
         if not SAFE_NAME.match(image) or not SAFE_NAME.match(version):
             return self._decline("bad image or version name")
+        unreachable = self._unreachable(client_ip)
+        if unreachable is not None:
+            self.stats["off_segment"] += 1
+            return self._decline(unreachable)
         # one ask at a time past here: asks arriving together must see the session the
         # first of them is still starting, not open one each
         async with self._opening:
@@ -141,7 +179,7 @@ class MulticastSessions:
             "--portbase",
             str(portbase),
             "--ttl",
-            str(TTL),
+            str(boot.multicast_ttl),
             "--nokbd",
             # start `window` s after the first receiver joined, whoever else came
             "--min-receivers",
@@ -153,6 +191,8 @@ class MulticastSessions:
             "--start-timeout",
             str(boot.multicast_window + CLIENT_SLACK),
         ]
+        if boot.multicast_rdv_address:
+            cmd += ["--mcast-rdv-address", boot.multicast_rdv_address]
         if boot.multicast_max_bitrate:
             cmd += ["--max-bitrate", boot.multicast_max_bitrate]
         return cmd
@@ -193,17 +233,17 @@ class MulticastSessions:
         self.sessions.clear()
 
 
-def on_owner_loop(
-    loop: asyncio.AbstractEventLoop,
-    call: Callable[[str, str], Awaitable[dict[str, Any]]],
-) -> Callable[[str, str], Awaitable[dict[str, Any]]]:
+Offer = Callable[[str, str, str], Awaitable[dict[str, Any]]]  # image, version, client IP
+
+
+def on_owner_loop(loop: asyncio.AbstractEventLoop, call: Offer) -> Offer:
     """`call` runnable from the HTTP thread's loop: it runs on `loop`, which owns the
     sessions and their subprocesses."""
 
-    async def run(image: str, version: str) -> dict[str, Any]:
+    async def run(image: str, version: str, client_ip: str) -> dict[str, Any]:
         if asyncio.get_running_loop() is loop:
-            return await call(image, version)
-        future = asyncio.run_coroutine_threadsafe(call(image, version), loop)
+            return await call(image, version, client_ip)
+        future = asyncio.run_coroutine_threadsafe(call(image, version, client_ip), loop)
         return await asyncio.wrap_future(future)
 
     return run

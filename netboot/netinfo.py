@@ -61,6 +61,19 @@ def describe(name: str, address: str = "") -> InterfaceInfo:
     return InterfaceInfo(name, chosen["addr"], network, mac)
 
 
+def interface_networks(name: str) -> list[ipaddress.IPv4Network]:
+    """The IPv4 subnets on `name` now (all its addresses; none if it is gone)."""
+    try:
+        entries = _ipv4_entries(name)
+    except InterfaceError:
+        return []
+    return [
+        ipaddress.IPv4Interface(f"{e['addr']}/{e.get('netmask', '255.255.255.255')}").network
+        for e in entries
+        if e.get("addr")
+    ]
+
+
 def pick_interface(name: str = "", address: str = "") -> InterfaceInfo:
     """The named interface, else the default route's, else the only non-loopback one with an
     IPv4 address (a lab LAN often has no default route)."""

@@ -24,6 +24,7 @@ from testbed.serve import ServeProcess
 IMAGE, VERSION = "room", "20261202-170000"
 PORT = 8080
 WINDOW = 3
+LOCAL = "127.0.0.1"  # an asker on lo's own subnet
 
 
 def publish(root: Path) -> bytes:
@@ -44,8 +45,9 @@ def addon_tree(root: Path, dest: Path) -> Path:
     return dest / "netboot"
 
 
-def client_script(home: Path, run: Path, payload: bytes) -> str:
-    base = f"http://{SERVER_IP}:{PORT}"
+def client_script(home: Path, run: Path, payload: bytes, server: str = SERVER_IP) -> str:
+    """lib.sh's `nb_get_http` for the test image, as the add-on runs it (in busybox sh)."""
+    base = f"http://{server}:{PORT}"
     return f"""
 NB_BB=/bin/busybox
 . {CLIENT_DIR}/lib.sh
@@ -139,17 +141,17 @@ def test_every_slot_busy_sends_the_client_to_http(tmp_path: Path) -> None:
 
     async def scenario() -> list[dict]:
         sessions = MulticastSessions(settings, "lo", sender=str(sender))
-        answers = [await sessions.offer(IMAGE, VERSION)]
-        answers.append(await sessions.offer(IMAGE, VERSION))  # joins the first
+        answers = [await sessions.offer(IMAGE, VERSION, LOCAL)]
+        answers.append(await sessions.offer(IMAGE, VERSION, LOCAL))  # joins the first
         await asyncio.sleep(2)  # past the first session's window
-        answers.append(await sessions.offer(IMAGE, VERSION))  # the next session
+        answers.append(await sessions.offer(IMAGE, VERSION, LOCAL))  # the next session
         await asyncio.sleep(2)
-        answers.append(await sessions.offer(IMAGE, VERSION))  # both slots busy
+        answers.append(await sessions.offer(IMAGE, VERSION, LOCAL))  # both slots busy
         for session in list(sessions.sessions.values()):
             assert session.process is not None
             session.process.kill()
         await asyncio.sleep(0.5)  # reapers free the slots
-        answers.append(await sessions.offer(IMAGE, VERSION))
+        answers.append(await sessions.offer(IMAGE, VERSION, LOCAL))
         answers.append(sessions.stats)
         await sessions.close()
         return answers
@@ -174,7 +176,7 @@ def test_asks_arriving_together_join_one_session(tmp_path: Path) -> None:
 
     async def scenario() -> tuple[list[dict], dict]:
         sessions = MulticastSessions(settings, "lo", sender=str(sender))
-        answers = await asyncio.gather(*(sessions.offer(IMAGE, VERSION) for _ in range(5)))
+        answers = await asyncio.gather(*(sessions.offer(IMAGE, VERSION, LOCAL) for _ in range(5)))
         stats = dict(sessions.stats)
         await sessions.close()
         return list(answers), stats

@@ -298,7 +298,7 @@ nb_get_multicast() {
 		NB_MC_WHY="netboot.server/image/version missing"
 		return 1
 	}
-	NB_MC_PORTBASE= NB_MC_TTL=32 NB_MC_TIMEOUT=15 NB_MC_REASON=
+	NB_MC_PORTBASE= NB_MC_TTL=32 NB_MC_TIMEOUT=15 NB_MC_REASON= NB_MC_RDV=
 	$NB_BB wget -q -O "$NB_RUN/multicast" "$NB_SERVER/multicast/$NB_IMAGE/$NB_VERSION" || {
 		NB_MC_WHY="no answer from $NB_SERVER/multicast/"
 		return 1
@@ -315,14 +315,20 @@ nb_get_multicast() {
 		return 1
 		;;
 	esac
+	# a routed rendez-vous group (boot.multicast_rdv_address): a dotted quad or nothing
+	[ -z "$NB_MC_RDV" ] || echo "$NB_MC_RDV" | $NB_BB grep -qxE '([0-9]{1,3}\.){3}[0-9]{1,3}' || {
+		NB_MC_WHY="unexpected rendez-vous address from the server"
+		return 1
+	}
 	nb_dev=${NB_NETDEV:-$(nb_net_value NETDEV)}
 	[ -n "$nb_dev" ] || nb_dev=$($NB_BB ip -o route get 224.0.0.1 2>/dev/null |
 		$NB_BB sed -n 's/.* dev \([^ ]*\).*/\1/p')
 	# without any route a multicast send fails with ENETUNREACH
 	$NB_BB ip route add 224.0.0.0/4 dev "$nb_dev" 2>/dev/null
-	nb_say "joining the multicast session on ports $NB_MC_PORTBASE-$((NB_MC_PORTBASE + 1))"
+	nb_say "joining the multicast session on ports $NB_MC_PORTBASE-$((NB_MC_PORTBASE + 1))${NB_MC_RDV:+ (rendez-vous $NB_MC_RDV)}"
 	nb_udp_receiver --file "$1" --interface "$nb_dev" --portbase "$NB_MC_PORTBASE" \
-		--ttl "$NB_MC_TTL" --nokbd --start-timeout "$NB_MC_TIMEOUT" --receive-timeout 5 \
+		--ttl "$NB_MC_TTL" ${NB_MC_RDV:+--mcast-rdv-address "$NB_MC_RDV"} --nokbd \
+		--start-timeout "$NB_MC_TIMEOUT" --receive-timeout 5 \
 		</dev/null >"$NB_RUN/udp-receiver.log" 2>&1 || {
 		NB_MC_WHY="udp-receiver failed ($($NB_BB tail -n 1 "$NB_RUN/udp-receiver.log"))"
 		return 1

@@ -305,6 +305,19 @@ def test_reply_instead_of_request(capture: Capture) -> None:
         packet.parse(data)
 
 
+@pytest.mark.parametrize("tail", [bytes([53, 1, 3]), b"\x01", b"junk"])
+@by_file
+def test_bytes_after_the_end_option_are_not_read(capture: Capture, tail: bytes) -> None:
+    """RFC 2131 options stop at the end option (dnsmasq stops there too); scapy decodes on
+    past it, where a message type would change what the packet is."""
+    data = load(capture.file)
+    body = data.rstrip(b"\0")
+    assert body.endswith(b"\xff")
+    request = packet.parse(body + tail + bytes(8))
+    assert request.msg_type == packet.parse(data).msg_type
+    assert request.options == packet.parse(data).options
+
+
 @pytest.mark.parametrize("hlen", [0, 4, 7, 16, 17, 255])
 @by_file
 def test_ethernet_hlen_other_than_6(capture: Capture, hlen: int) -> None:

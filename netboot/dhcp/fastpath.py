@@ -80,6 +80,8 @@ def light_request(data: bytes) -> LightRequest | None:
             return None  # no end option: scapy's call
         code = data[at]
         if code == 255:
+            if data[at + 1 :].strip(b"\0"):
+                return None  # bytes after the end option: scapy reads them as options
             break
         if at + 1 >= size:
             return None

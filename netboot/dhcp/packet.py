@@ -170,7 +170,9 @@ def parse(data: bytes) -> DhcpRequest:
         raise MalformedPacket("not a DHCP request", "not_dhcp")
     options: dict[int, Any] = {}
     for item in bootp[DHCP].options:
-        if isinstance(item, str):  # 'end', 'pad'
+        if item == "end":  # scapy reads on past it; dnsmasq and RFC 2131 clients stop here
+            break
+        if isinstance(item, str):  # 'pad'
             continue
         if not isinstance(item, tuple) or len(item) < 2:
             raise MalformedPacket(f"bad option {item!r}", "bad_option")

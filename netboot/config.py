@@ -86,6 +86,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "multicast_rdv_address": Key(
             str, "", _routable_group_or_empty, "udpcast rendez-vous group (empty: link-local)"
         ),
+        "multicast_data_address": Key(
+            str, "", _routable_group_or_empty, "udpcast data group (empty: udpcast derives it)"
+        ),
         "multicast_ttl": Key(int, 32, _between(1, 255), "TTL of udpcast packets"),
         "loader": Key(str, "ipxe", _one_of("ipxe", "grub"), "UEFI boot loader: ipxe or grub"),
         "api": Key(str, "", _http_url_or_empty, "pixiecore-style boot API deciding each boot"),

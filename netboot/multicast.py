@@ -193,6 +193,8 @@ class MulticastSessions:
         ]
         if boot.multicast_rdv_address:
             cmd += ["--mcast-rdv-address", boot.multicast_rdv_address]
+        if boot.multicast_data_address:  # receivers learn it from the sender's hello
+            cmd += ["--mcast-data-address", boot.multicast_data_address]
         if boot.multicast_max_bitrate:
             cmd += ["--max-bitrate", boot.multicast_max_bitrate]
         return cmd

@@ -36,6 +36,7 @@ SERVER_IP = "10.233.1.1"
 ROUTER_UP, ROUTER_DOWN = "10.233.1.254", "10.233.2.254"
 CLIENT_IPS = ("10.233.2.11", "10.233.2.12")
 RDV = "239.255.77.1"
+DATA = "239.255.77.2"  # boot.multicast_data_address, in place of udpcast's derived group
 WINDOW = 6  # both clients must ask within WINDOW - 1.5 s of each other, even on a busy host
 
 
@@ -101,6 +102,13 @@ def test_the_sender_command_line_carries_ttl_and_rendezvous_group(tmp_path: Path
     assert argv[argv.index("--ttl") + 1] == "8"
     assert argv[argv.index("--mcast-rdv-address") + 1] == RDV
     assert argv[argv.index("--portbase") + 1] == "9002"
+    assert "--mcast-data-address" not in argv  # udpcast derives it from the server's address
+    (tmp_path / "chosen").mkdir()
+    chosen = sessions_for(
+        tmp_path / "chosen", {"multicast_rdv_address": RDV, "multicast_data_address": DATA}
+    )
+    argv = chosen.command("/srv/root.squashfs", 9000)
+    assert argv[argv.index("--mcast-data-address") + 1] == DATA
     local = MulticastSessions(config.defaults(), "eth0").command("/srv/root.squashfs", 9000)
     assert "--mcast-rdv-address" not in local  # 224.0.0.1, as before
     assert local[local.index("--ttl") + 1] == "32"
@@ -117,6 +125,12 @@ def test_the_sender_command_line_carries_ttl_and_rendezvous_group(tmp_path: Path
         ),
         ("multicast_rdv_address", "239.1", "'239.1' is not an IPv4 address"),
         ("multicast_rdv_address", 239, "must be a string"),
+        ("multicast_data_address", "10.0.0.1", "10.0.0.1 is not a multicast address (224.0.0.0/4)"),
+        (
+            "multicast_data_address",
+            "224.0.0.1",
+            "224.0.0.1 is link-local (224.0.0.0/24 is never routed)",
+        ),
         ("multicast_ttl", 0, "must be 1-255"),
         ("multicast_ttl", 256, "must be 1-255"),
         ("multicast_ttl", True, "must be a whole number"),
@@ -252,7 +266,7 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutedRoom]:
         # file ("Previous slice size not known"; lib.sh's check sends that client to HTTP)
         data = data_group(SERVER_IP)
         routes = [("br0", "*", RDV, "rup"), ("rup", "*", RDV, "br0"),
-                  ("rup", SERVER_IP, data, "br0")]  # fmt: skip
+                  ("rup", SERVER_IP, data, "br0"), ("rup", SERVER_IP, DATA, "br0")]  # fmt: skip
         mrouter = MulticastRouter(router, routes, tmp).start()
         yield RoutedRoom(server, clients, mrouter, root, payload, home)
     finally:
@@ -286,11 +300,16 @@ def run_clients(room: RoutedRoom, tmp_path: Path, count: int) -> list[tuple[Path
 
 
 @pytest.mark.netns
+@pytest.mark.parametrize("chosen_data", [False, True], ids=["derived-data-group", "chosen"])
 def test_clients_behind_a_router_join_through_the_routed_rendezvous_group(
-    room: RoutedRoom, tmp_path: Path
+    room: RoutedRoom, tmp_path: Path, chosen_data: bool
 ) -> None:
+    group = DATA if chosen_data else data_group(SERVER_IP)
+    other = data_group(SERVER_IP) if chosen_data else DATA
+    chosen = ("--boot-multicast-data-address", DATA) if chosen_data else ()
+    before = room.router.forwarded()
     server = serve(room, tmp_path / "serve.log", "--boot-multicast-rdv-address", RDV,
-                   "--boot-multicast-ttl", "8")  # fmt: skip
+                   "--boot-multicast-ttl", "8", *chosen)  # fmt: skip
     try:
         for run, out in run_clients(room, tmp_path, 2):
             assert f"joining the multicast session on ports 9000-9001 (rendez-vous {RDV})" in out
@@ -309,7 +328,9 @@ def test_clients_behind_a_router_join_through_the_routed_rendezvous_group(
     hellos = sum(forwarded.get((client, RDV), 0) for client in CLIENT_IPS)
     assert hellos > 0, (forwarded, room.router.text())
     assert forwarded.get((SERVER_IP, RDV), 0) > 0, forwarded
-    assert forwarded.get((SERVER_IP, data_group(SERVER_IP)), 0) > 0, forwarded
+    sent = {key: forwarded.get(key, 0) - before.get(key, 0) for key in forwarded}
+    assert sent.get((SERVER_IP, group), 0) > 0, (group, forwarded)
+    assert sent.get((SERVER_IP, other), 0) == 0, (other, forwarded)  # not both
 
 
 @pytest.mark.netns
